@@ -1,0 +1,5 @@
+//! Device models behind small traits: the PCI plumbing (configuration space,
+//! BARs, MSI-X, INTx), the virtio transport and virtio-net, and one file per
+//! emulated NIC (e1000, rtl8139, ne2k_pci, pcnet), plus the host backends they
+//! talk to (tap, vhost-net, slirp, socket, hub). Models are plain state
+//! machines: they know nothing of processes or sockets.

@@ -1,0 +1,1 @@
+//! Command-line types. (Contract; being filled in.)

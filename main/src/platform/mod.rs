@@ -1,0 +1,1 @@
+//! Platform devices the vCPU process emulates itself.
