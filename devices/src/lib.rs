@@ -3,3 +3,5 @@
 //! emulated NIC (e1000, rtl8139, ne2k_pci, pcnet), plus the host backends they
 //! talk to (tap, vhost-net, slirp, socket, hub). Models are plain state
 //! machines: they know nothing of processes or sockets.
+
+pub mod pci;

@@ -1,1 +1,76 @@
-//! Platform devices the vCPU process emulates itself.
+//! Platform devices the vCPU process emulates itself: COM1, the i8042, the
+//! PCI host bridge, ACPI's power-off register, and the firmware tables.
+
+pub mod acpi_pm;
+pub mod i8042;
+pub mod pci_host;
+pub mod serial;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::SerialConfig;
+use crate::vcpu::layout::ports;
+use crate::vcpu::runner::Buses;
+
+/// Opens what `--serial` names for COM1's output.
+pub fn serial_output(cfg: &SerialConfig) -> Result<Box<dyn Write + Send>> {
+    Ok(match cfg {
+        SerialConfig::Stdio => Box::new(std::io::stdout()),
+        SerialConfig::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("--serial: cannot open {}", path.display()))?,
+        ),
+        SerialConfig::None => Box::new(std::io::sink()),
+    })
+}
+
+/// Creates the platform devices and puts them on their buses. COM1 writes
+/// to `serial_out` and, with `serial_stdin`, reads moatvm's standard input.
+pub fn create(vm: &VmFd, serial_out: Box<dyn Write + Send>, serial_stdin: bool) -> Result<Buses> {
+    let mut buses = Buses::default();
+
+    let irq = EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial irqfd")?;
+    vm.register_irqfd(&irq, ports::COM1_IRQ)
+        .context("cannot register the serial irqfd")?;
+    let com1 = Arc::new(Mutex::new(serial::SerialPort::new(irq, serial_out)));
+    if serial_stdin {
+        serial::spawn_stdin_reader(com1.clone()).context("cannot start the serial input thread")?;
+    }
+    buses.pio.insert(u64::from(ports::COM1), 8, com1)?;
+    buses.pio.insert(
+        u64::from(ports::I8042_DATA),
+        u64::from(ports::I8042_COMMAND - ports::I8042_DATA) + 1,
+        Arc::new(Mutex::new(i8042::I8042::default())),
+    )?;
+    buses.pio.insert(
+        u64::from(ports::PCI_CONFIG_ADDRESS),
+        8,
+        Arc::new(Mutex::new(pci_host::PciRoot::new(Box::new(
+            acpi_pm::ResetControl::new(),
+        )))),
+    )?;
+    buses.pio.insert(
+        u64::from(ports::ACPI_SLEEP_CONTROL),
+        2,
+        Arc::new(Mutex::new(acpi_pm::AcpiPm::new())),
+    )?;
+    Ok(buses)
+}
+
+/// Writes the firmware tables that describe the platform (ACPI: CPUs,
+/// IOAPIC, PCI routing, power-off) and returns where the RSDP is.
+pub fn write_firmware_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<Option<GuestAddress>> {
+    let rsdp =
+        crate::vcpu::acpi::create_acpi_tables(mem, cpus).context("cannot write the ACPI tables")?;
+    Ok(Some(rsdp))
+}

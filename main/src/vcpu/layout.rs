@@ -42,8 +42,6 @@ pub const HIMEM_START: u64 = 0x100000;
 
 /// Start of the 32-bit hole that lies below 4 GiB; RAM never covers it.
 pub const MMIO32_START: u64 = 0xc000_0000;
-/// End of the 32-bit hole.
-pub const MMIO32_END: u64 = 0x1_0000_0000;
 /// Window of the 32-bit hole that PCI BARs are allocated from.
 pub const PCI_MMIO32_START: u64 = 0xc000_0000;
 /// Size of that window (up to the IOAPIC and LAPIC area).
@@ -55,8 +53,6 @@ pub const LAPIC_START: u64 = 0xfee0_0000;
 /// Where RAM resumes above the hole.
 pub const RAM_64BIT_START: u64 = 0x1_0000_0000;
 
-/// Number of IOAPIC pins KVM's in-kernel IOAPIC has.
-pub const IOAPIC_PINS: u32 = 24;
 /// First GSI given to PCI INTx lines (0-15 are the ISA IRQs).
 pub const PCI_INTX_GSI_BASE: u32 = 16;
 /// How many GSIs PCI INTx lines are spread over.
@@ -78,8 +74,6 @@ pub mod ports {
     pub const ACPI_SLEEP_STATUS: u16 = 0x601;
     /// PCI configuration address register (mechanism #1).
     pub const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
-    /// PCI configuration data window.
-    pub const PCI_CONFIG_DATA: u16 = 0xcfc;
     /// Reset control register (as on PIIX/ICH); writing 0x06 resets.
     pub const RESET_CONTROL: u16 = 0xcf9;
 }
@@ -90,8 +84,17 @@ pub fn ram_regions(mem_size: u64) -> Vec<(u64, u64)> {
     if mem_size <= MMIO32_START {
         vec![(0, mem_size)]
     } else {
-        vec![(0, MMIO32_START), (RAM_64BIT_START, mem_size - MMIO32_START)]
+        vec![
+            (0, MMIO32_START),
+            (RAM_64BIT_START, mem_size - MMIO32_START),
+        ]
     }
+}
+
+/// The GSI that INTx pin `pin` (0 = INTA .. 3 = INTD) of PCI slot `slot` is
+/// wired to: the usual swizzle over the PCI GSIs, as the DSDT's `_PRT` says.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    PCI_INTX_GSI_BASE + (u32::from(slot) + u32::from(pin)) % PCI_INTX_GSI_COUNT
 }
 
 #[cfg(test)]
@@ -106,13 +109,13 @@ mod tests {
     #[test]
     fn large_vm_skips_the_hole() {
         let r = ram_regions(4 << 30);
-        assert_eq!(r, vec![(0, MMIO32_START), (RAM_64BIT_START, (4 << 30) - MMIO32_START)]);
+        assert_eq!(
+            r,
+            vec![
+                (0, MMIO32_START),
+                (RAM_64BIT_START, (4 << 30) - MMIO32_START)
+            ]
+        );
         assert_eq!(r.iter().map(|(_, s)| s).sum::<u64>(), 4 << 30);
     }
-}
-
-/// The GSI that INTx pin `pin` (0 = INTA .. 3 = INTD) of PCI slot `slot` is
-/// wired to: the usual swizzle over the PCI GSIs, as the DSDT's `_PRT` says.
-pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
-    PCI_INTX_GSI_BASE + (u32::from(slot) + u32::from(pin)) % PCI_INTX_GSI_COUNT
 }
