@@ -20,8 +20,10 @@ use crate::vcpu::layout::ports;
 use crate::vcpu::runner::Buses;
 
 /// Opens what `--serial` names for COM1's output.
-pub fn serial_output(cfg: &SerialConfig) -> Result<Box<dyn Write + Send>> {
-    Ok(match cfg {
+pub fn serial_output(cfg: &SerialConfig) -> Result<serial::SerialOutput> {
+    use std::io::IsTerminal;
+    let interactive = *cfg == SerialConfig::Stdio && std::io::stdout().is_terminal();
+    let out: Box<dyn Write + Send> = match cfg {
         SerialConfig::Stdio => Box::new(std::io::stdout()),
         SerialConfig::File(path) => Box::new(
             OpenOptions::new()
@@ -31,12 +33,13 @@ pub fn serial_output(cfg: &SerialConfig) -> Result<Box<dyn Write + Send>> {
                 .with_context(|| format!("--serial: cannot open {}", path.display()))?,
         ),
         SerialConfig::None => Box::new(std::io::sink()),
-    })
+    };
+    Ok(serial::SerialOutput::new(out, interactive))
 }
 
 /// Creates the platform devices and puts them on their buses. COM1 writes
 /// to `serial_out` and, with `serial_stdin`, reads moatvm's standard input.
-pub fn create(vm: &VmFd, serial_out: Box<dyn Write + Send>, serial_stdin: bool) -> Result<Buses> {
+pub fn create(vm: &VmFd, serial_out: serial::SerialOutput, serial_stdin: bool) -> Result<Buses> {
     let mut buses = Buses::default();
 
     let irq = EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial irqfd")?;

@@ -20,14 +20,71 @@ impl Trigger for IrqfdTrigger {
     }
 }
 
+/// COM1's output: the UART flushes after every byte, which costs a system
+/// call per byte. Unless the output is interactive, bytes are kept until a
+/// line ends (or a few KiB pile up), and whatever is left is written when the
+/// VM ends.
+pub struct SerialOutput {
+    out: Box<dyn Write + Send>,
+    pending: Vec<u8>,
+    interactive: bool,
+}
+
+/// Bytes kept at most before they are written even without a newline.
+const PENDING_MAX: usize = 4096;
+
+impl SerialOutput {
+    /// Output to `out`; `interactive` (a terminal) writes every byte at once.
+    pub fn new(out: Box<dyn Write + Send>, interactive: bool) -> Self {
+        SerialOutput {
+            out,
+            pending: Vec::with_capacity(PENDING_MAX),
+            interactive,
+        }
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        let result = self
+            .out
+            .write_all(&self.pending)
+            .and_then(|_| self.out.flush());
+        self.pending.clear();
+        result
+    }
+}
+
+impl Write for SerialOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.interactive
+            || self.pending.len() >= PENDING_MAX
+            || self.pending.last() == Some(&b'\n')
+        {
+            self.write_pending()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for SerialOutput {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+    }
+}
+
 /// The UART as a port-I/O device.
 pub struct SerialPort {
-    uart: Serial<IrqfdTrigger, NoEvents, Box<dyn Write + Send>>,
+    uart: Serial<IrqfdTrigger, NoEvents, SerialOutput>,
 }
 
 impl SerialPort {
     /// A UART raising `irq` and writing what the guest sends to `out`.
-    pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Self {
+    pub fn new(irq: EventFd, out: SerialOutput) -> Self {
         SerialPort {
             uart: Serial::new(IrqfdTrigger(irq), out),
         }
@@ -107,7 +164,10 @@ mod tests {
     fn transmit_reaches_the_output_and_raises_no_irq_unless_enabled() {
         let sink = Sink::default();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut port = SerialPort::new(irq.try_clone().unwrap(), Box::new(sink.clone()));
+        let mut port = SerialPort::new(
+            irq.try_clone().unwrap(),
+            SerialOutput::new(Box::new(sink.clone()), true),
+        );
         for b in b"hi" {
             port.write(0, &[*b]);
         }
@@ -123,8 +183,24 @@ mod tests {
     }
 
     #[test]
+    fn non_interactive_output_is_written_a_line_at_a_time() {
+        let sink = Sink::default();
+        let mut out = SerialOutput::new(Box::new(sink.clone()), false);
+        for b in b"ab\ncd" {
+            out.write_all(&[*b]).unwrap();
+            out.flush().unwrap();
+        }
+        assert_eq!(&*sink.0.lock().unwrap(), b"ab\n");
+        drop(out);
+        assert_eq!(&*sink.0.lock().unwrap(), b"ab\ncd");
+    }
+
+    #[test]
     fn wide_or_far_accesses_are_ignored() {
-        let mut port = SerialPort::new(EventFd::new(0).unwrap(), Box::new(std::io::sink()));
+        let mut port = SerialPort::new(
+            EventFd::new(0).unwrap(),
+            SerialOutput::new(Box::new(std::io::sink()), false),
+        );
         let mut wide = [0xaau8; 2];
         port.read(0, &mut wide);
         assert_eq!(wide, [0xaa, 0xaa]);

@@ -15,6 +15,7 @@ use super::bus::{BusDevice, DeviceRequest};
 use super::runner::VmEnd;
 use super::vm::{Vm, VmSpec};
 use crate::platform::acpi_pm::S5_SLP_TYP;
+use crate::platform::serial::SerialOutput;
 
 /// Where test code is placed and starts.
 const CODE: u64 = 0x1000;
@@ -126,7 +127,7 @@ fn vm_running(code: Asm, mem_size: u64, cpus: u8) -> (Vm, Sink) {
     let vm = Vm::create(VmSpec {
         mem_size,
         cpus,
-        serial_out: Box::new(sink.clone()),
+        serial_out: SerialOutput::new(Box::new(sink.clone()), true),
         serial_stdin: false,
     })
     .expect("this test needs a working /dev/kvm");

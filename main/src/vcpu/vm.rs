@@ -1,7 +1,6 @@
 //! A KVM virtual machine: its memory, in-kernel irqchip and PIT, platform
 //! devices, and the vCPU threads that run it.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -32,7 +31,7 @@ pub struct VmSpec {
     /// Number of vCPUs (1 to 32).
     pub cpus: u8,
     /// Where COM1's output goes.
-    pub serial_out: Box<dyn Write + Send>,
+    pub serial_out: crate::platform::serial::SerialOutput,
     /// Whether moatvm's standard input feeds COM1.
     pub serial_stdin: bool,
 }
