@@ -4,4 +4,6 @@
 //! talk to (tap, vhost-net, slirp, socket, hub). Models are plain state
 //! machines: they know nothing of processes or sockets.
 
+pub mod backend;
 pub mod pci;
+pub mod virtio;
