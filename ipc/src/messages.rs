@@ -263,7 +263,7 @@ pub enum DeviceReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmRequest {
     /// Signal the attached eventfd (descriptor 0) when the guest writes
-    /// `len` bytes (1, 2, 4 or 8) at `offset` into BAR `bar`, and, if
+    /// `len` bytes (1, 2, 4 or 8; 0 for any width) at `offset` into BAR `bar`, and, if
     /// `datamatch` is given, only when the value written equals it. The
     /// write then completes in the kernel without any IPC.
     RegisterIoevent {
@@ -339,7 +339,11 @@ impl VmRequest {
                     "UnregisterIoevent"
                 };
                 check_bar(m, bar)?;
-                check_access(m, usize::from(len))?;
+                // Length 0 matches a write of any width (KVM's wildcard),
+                // which cannot be combined with a datamatch.
+                if len != 0 || datamatch.is_some() {
+                    check_access(m, usize::from(len))?;
+                }
                 check_span(m, offset, u64::from(len))?;
                 if let Some(value) = datamatch {
                     if len < 8 && value >> (u32::from(len) * 8) != 0 {

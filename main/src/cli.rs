@@ -170,6 +170,17 @@ pub struct RunArgs {
     ///   device = ["virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub config: Option<PathBuf>,
+
+    /// What a process's seccomp filter does with a forbidden system call:
+    /// kill (the default) or log (for debugging only: the call goes through
+    /// and the kernel logs it).
+    #[arg(long, value_name = "kill|log", default_value = "kill", value_parser = ["kill", "log"])]
+    pub seccomp: String,
+
+    /// Testing only: the process of this NIC (id or index) makes a forbidden
+    /// system call once running, to show that the jail kills it.
+    #[arg(long, value_name = "NIC", hide = true)]
+    pub x_violate_seccomp: Option<String>,
 }
 
 impl RunArgs {

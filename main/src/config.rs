@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::RunArgs;
-use crate::netspec::{shown, NetBuilder, NetConfig, NetError, NetOption, NicModel};
+use crate::netspec::{shown, Backend, NetBuilder, NetConfig, NetError, NetOption, NicModel};
 use crate::vcpu::layout::CMDLINE_MAX_SIZE;
 
 /// Kernel command line used when none is given.
@@ -63,10 +63,10 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// NIC models moatvm can create; a valid NIC of any other model is refused
 /// as "not implemented yet". Later issues add to these.
-const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[];
+const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[NicModel::VirtioNetPci];
 /// Netdev types moatvm can create, likewise (checked for the netdevs a NIC
 /// reaches; unused ones only get a warning).
-const IMPLEMENTED_NETDEV_TYPES: &[&str] = &[];
+const IMPLEMENTED_NETDEV_TYPES: &[&str] = &["tap"];
 
 /// Where the guest's COM1 goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +173,8 @@ pub enum ConfigError {
     NicNotImplemented { origin: String, model: &'static str },
     #[error("{origin}: netdev type '{kind}' is not implemented yet")]
     NetdevNotImplemented { origin: String, kind: &'static str },
+    #[error("{origin}: {what} is not implemented yet")]
+    OptionNotImplemented { origin: String, what: &'static str },
 }
 
 /// The config file, as written.
@@ -672,6 +674,39 @@ impl VmConfig {
                     kind,
                 });
             }
+            if let Backend::Tap(t) = &nd.backend {
+                let unimplemented =
+                    if t.vhost == Some(true) || t.vhostfd.is_some() || t.vhostforce == Some(true) {
+                        Some("vhost")
+                    } else if t.queues.is_some_and(|q| q > 1) {
+                        Some("queues= above 1 (multiqueue)")
+                    } else {
+                        None
+                    };
+                if let Some(what) = unimplemented {
+                    return Err(ConfigError::OptionNotImplemented {
+                        origin: nd.origin.clone(),
+                        what,
+                    });
+                }
+            }
+        }
+        for nic in &net.nics {
+            let unimplemented = if nic.netdev.is_none() {
+                Some("a NIC without a netdev")
+            } else if nic.mq == Some(true) {
+                Some("mq=on (multiqueue)")
+            } else if nic.addr.is_some() {
+                Some("addr= (a chosen PCI slot)")
+            } else {
+                None
+            };
+            if let Some(what) = unimplemented {
+                return Err(ConfigError::OptionNotImplemented {
+                    origin: nic.origin.clone(),
+                    what,
+                });
+            }
         }
 
         let cfg = VmConfig {
@@ -991,9 +1026,20 @@ mod tests {
         let (_dir, mut args) = setup("net");
         args.netdev = vec!["tap,id=n0,ifname=tap0".into()];
         args.device = vec!["virtio-net-pci,netdev=n0".into()];
+        let c = build(&args).unwrap();
+        assert_eq!((c.net.nics.len(), c.net.netdevs.len()), (1, 1));
+        args.netdev = vec!["tap,id=n0,ifname=tap0,vhost=on".into()];
+        assert_eq!(error(&args), "--netdev tap: vhost is not implemented yet");
+        args.netdev = vec!["tap,id=n0,queues=2".into()];
         assert_eq!(
             error(&args),
-            "--device virtio-net-pci: NIC model 'virtio-net-pci' is not implemented yet"
+            "--netdev tap: queues= above 1 (multiqueue) is not implemented yet"
+        );
+        args.netdev = vec!["tap,id=n0".into()];
+        args.device = vec!["virtio-net-pci,netdev=n0,mq=on".into()];
+        assert_eq!(
+            error(&args),
+            "--device virtio-net-pci: mq=on (multiqueue) is not implemented yet"
         );
         args.device = vec!["virtio-net-pci,netdev=n1".into()];
         assert_eq!(

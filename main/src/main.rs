@@ -1,22 +1,36 @@
 //! moatvm: a virtual machine monitor for untrusted guests.
+//!
+//! `moatvm run` is the launcher; it spawns this same binary as the vCPU
+//! process (`moatvm __vcpu`) and as one device process per NIC
+//! (`moatvm __device`), each jailed and under its own seccomp policy.
 
 mod cli;
 mod config;
+mod device_process;
+mod launcher;
 mod netspec;
 mod platform;
+mod roles;
+mod seccomp_report;
 mod vcpu;
+mod vcpu_process;
 
-use std::sync::mpsc;
+use nix::sys::signal::Signal;
 
-use anyhow::{Context, Result};
-use nix::sys::signal::{SigSet, Signal};
-
-use vcpu::runner::VmEnd;
+/// The signals that end the VM cleanly.
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
+    // Spawned roles: `moatvm __vcpu ARG` / `moatvm __device ARG`.
+    let args: Vec<String> = std::env::args().collect();
+    match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some(roles::VCPU), Some(arg)) => std::process::exit(vcpu_process::main(arg)),
+        (Some(roles::DEVICE), Some(arg)) => device_process::main(arg),
+        _ => {}
+    }
     let cli = cli::parse_or_exit();
     match cli.command {
         cli::Command::Run(args) => {
@@ -27,58 +41,12 @@ fn main() {
                     std::process::exit(2)
                 }
             };
-            match run(&cfg) {
-                Ok(end) => {
-                    log::info!("VM ended: {end:?}");
-                    if let VmEnd::VcpuFailed {
-                        index,
-                        reason,
-                        registers,
-                    } = &end
-                    {
-                        eprintln!("moatvm: vCPU {index} failed: {reason}; registers: {registers}");
-                    }
-                    std::process::exit(end.exit_code())
-                }
-                Err(e) => {
-                    eprintln!("moatvm: {e:#}");
-                    std::process::exit(1)
-                }
-            }
+            log::debug!("{cfg}");
+            let opts = launcher::Options {
+                seccomp: args.seccomp.clone(),
+                violate_seccomp: args.x_violate_seccomp.clone(),
+            };
+            std::process::exit(launcher::run(&cfg, &opts))
         }
     }
-}
-
-/// The signals that end the VM cleanly.
-const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
-
-/// Builds the VM, runs it to its end, and says how it ended.
-fn run(cfg: &config::VmConfig) -> Result<VmEnd> {
-    // Block the stop signals before any thread exists, so that every thread
-    // inherits the mask and only the waiter below receives them.
-    let mut stop_set = SigSet::empty();
-    for s in STOP_SIGNALS {
-        stop_set.add(s);
-    }
-    stop_set.thread_block().context("cannot block signals")?;
-
-    let spec = vcpu::vm::VmSpec {
-        mem_size: cfg.memory_mib << 20,
-        cpus: cfg.cpus,
-        serial_out: platform::serial_output(&cfg.serial)?,
-        serial_stdin: cfg.serial == config::SerialConfig::Stdio,
-    };
-    let mut vm = vcpu::vm::Vm::create(spec)?;
-    vm.load_linux(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)?;
-    let (end_tx, end_rx) = mpsc::channel();
-    let signal_tx = end_tx.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Ok(sig) = stop_set.wait() {
-                let _ = signal_tx.send(VmEnd::Signal(sig as i32));
-            }
-        })
-        .context("cannot start the signal thread")?;
-    vm.run(end_rx, end_tx)
 }

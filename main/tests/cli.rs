@@ -307,13 +307,13 @@ fn valid_nic_is_not_implemented_yet() {
             "--netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "--device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+            "e1000,netdev=n0,mac=52:54:00:12:34:56",
         ],
         &[],
     );
     assert_eq!(
         line,
-        "moatvm: --device virtio-net-pci: NIC model 'virtio-net-pci' is not implemented yet"
+        "moatvm: --device e1000: NIC model 'e1000' is not implemented yet"
     );
     refused(
         &["run", "--kernel", &kernel, "--nic", "user,model=e1000"],
@@ -405,7 +405,7 @@ fn nothing_is_created_on_error() {
             "--serial",
             &serial,
             "--nic",
-            "tap,ifname=tap0",
+            "tap,ifname=tap0,vhost=on",
         ],
         &["not implemented yet"],
     );

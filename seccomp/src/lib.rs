@@ -21,6 +21,7 @@ compile_error!("moatvm's seccomp lists are written for x86_64");
 mod common;
 pub mod ioctls;
 mod policy;
+mod syscall_names;
 mod vcpu;
 mod virtio_net;
 
@@ -28,6 +29,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use seccompiler::BpfProgram;
+pub use syscall_names::syscall_name;
 
 /// Why a filter could not be built or installed.
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,9 @@
 pub mod acpi_pm;
 pub mod i8042;
 pub mod pci_host;
+pub mod remote_pci;
 pub mod serial;
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -15,31 +14,17 @@ use kvm_ioctls::VmFd;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::SerialConfig;
 use crate::vcpu::layout::ports;
 use crate::vcpu::runner::Buses;
 
-/// Opens what `--serial` names for COM1's output.
-pub fn serial_output(cfg: &SerialConfig) -> Result<serial::SerialOutput> {
-    use std::io::IsTerminal;
-    let interactive = *cfg == SerialConfig::Stdio && std::io::stdout().is_terminal();
-    let out: Box<dyn Write + Send> = match cfg {
-        SerialConfig::Stdio => Box::new(std::io::stdout()),
-        SerialConfig::File(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("--serial: cannot open {}", path.display()))?,
-        ),
-        SerialConfig::None => Box::new(std::io::sink()),
-    };
-    Ok(serial::SerialOutput::new(out, interactive))
-}
-
 /// Creates the platform devices and puts them on their buses. COM1 writes
 /// to `serial_out` and, with `serial_stdin`, reads moatvm's standard input.
-pub fn create(vm: &VmFd, serial_out: serial::SerialOutput, serial_stdin: bool) -> Result<Buses> {
+pub fn create(
+    vm: &VmFd,
+    serial_out: serial::SerialOutput,
+    serial_stdin: bool,
+    pci_devices: Vec<Box<dyn devices::pci::PciDevice>>,
+) -> Result<Buses> {
     let mut buses = Buses::default();
 
     let irq = EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial irqfd")?;
@@ -50,6 +35,10 @@ pub fn create(vm: &VmFd, serial_out: serial::SerialOutput, serial_stdin: bool) -
         serial::spawn_stdin_reader(com1.clone()).context("cannot start the serial input thread")?;
     }
     buses.pio.insert(u64::from(ports::COM1), 8, com1)?;
+    let mut pci_root = pci_host::PciRoot::new(Box::new(acpi_pm::ResetControl::new()));
+    for device in pci_devices {
+        pci_root.add(device).context("no PCI slot left")?;
+    }
     buses.pio.insert(
         u64::from(ports::I8042_DATA),
         u64::from(ports::I8042_COMMAND - ports::I8042_DATA) + 1,
@@ -58,9 +47,7 @@ pub fn create(vm: &VmFd, serial_out: serial::SerialOutput, serial_stdin: bool) -
     buses.pio.insert(
         u64::from(ports::PCI_CONFIG_ADDRESS),
         8,
-        Arc::new(Mutex::new(pci_host::PciRoot::new(Box::new(
-            acpi_pm::ResetControl::new(),
-        )))),
+        Arc::new(Mutex::new(pci_root)),
     )?;
     buses.pio.insert(
         u64::from(ports::ACPI_SLEEP_CONTROL),

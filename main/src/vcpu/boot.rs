@@ -49,12 +49,29 @@ pub enum BootError {
 }
 
 /// Where the boot CPU starts and what it is handed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct BootEntry {
-    /// 64-bit entry point.
-    pub entry: GuestAddress,
-    /// The zero page, passed in %rsi.
-    pub zero_page: GuestAddress,
+    /// 64-bit entry point (guest-physical).
+    pub entry: u64,
+    /// The zero page (guest-physical), passed in %rsi.
+    pub zero_page: u64,
+}
+
+/// Everything the boot vCPU needs in guest RAM before it starts: the ACPI
+/// tables for `cpus` vCPUs, the boot GDT and page tables, and the kernel,
+/// initrd and command line. Returns where to start.
+pub fn prepare_linux(
+    mem: &GuestMemoryMmap,
+    cpus: u8,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+) -> anyhow::Result<BootEntry> {
+    use vm_memory::GuestMemoryRegion;
+    let mem_size = mem.iter().map(|r| r.len()).sum();
+    let rsdp = crate::platform::write_firmware_tables(mem, cpus)?;
+    super::regs::write_boot_tables(mem)?;
+    Ok(load_linux(mem, kernel, initrd, cmdline, mem_size, rsdp)?)
 }
 
 /// Loads kernel, initrd and command line, writes the zero page with an e820
@@ -98,8 +115,8 @@ pub fn load_linux(
     fill_e820(&mut params, mem_size);
     mem.write_obj(params, GuestAddress(layout::ZERO_PAGE_START))?;
     Ok(BootEntry {
-        entry,
-        zero_page: GuestAddress(layout::ZERO_PAGE_START),
+        entry: entry.0,
+        zero_page: layout::ZERO_PAGE_START,
     })
 }
 

@@ -125,10 +125,12 @@ fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
 fn vm_running(code: Asm, mem_size: u64, cpus: u8) -> (Vm, Sink) {
     let sink = Sink::default();
     let vm = Vm::create(VmSpec {
-        mem_size,
+        kvm: kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm"),
+        ram: crate::vcpu::memory::create_guest_ram(mem_size).unwrap(),
         cpus,
         serial_out: SerialOutput::new(Box::new(sink.clone()), true),
         serial_stdin: false,
+        pci_devices: Vec::new(),
     })
     .expect("this test needs a working /dev/kvm");
     vm.memory()

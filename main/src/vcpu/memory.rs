@@ -55,8 +55,14 @@ pub fn create_guest_ram(size: u64) -> Result<GuestRam, MemoryError> {
     .map_err(MemoryError::Seal)?;
     let file = File::from(fd);
 
-    // Each region maps the part of the file that starts where the previous
-    // region's RAM ended, so file offsets are simply cumulative sizes.
+    let memory = map_guest_ram(&file, size)?;
+    Ok(GuestRam { memory, file })
+}
+
+/// Maps guest RAM of `size` bytes from its memfd, as every process that
+/// touches guest memory does: each region maps the part of the file that
+/// starts where the previous region's RAM ended.
+pub fn map_guest_ram(file: &File, size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     let mut offset = 0u64;
     let mut ranges = Vec::new();
     for (start, len) in layout::ram_regions(size) {
@@ -68,8 +74,7 @@ pub fn create_guest_ram(size: u64) -> Result<GuestRam, MemoryError> {
         ));
         offset += len;
     }
-    let memory = GuestMemoryMmap::from_ranges_with_files(ranges)?;
-    Ok(GuestRam { memory, file })
+    Ok(GuestMemoryMmap::from_ranges_with_files(ranges)?)
 }
 
 #[cfg(test)]

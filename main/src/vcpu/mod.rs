@@ -9,6 +9,7 @@ pub mod memory;
 pub mod regs;
 pub mod runner;
 pub mod vm;
+pub mod vm_control;
 
 #[cfg(test)]
 mod kvm_tests;

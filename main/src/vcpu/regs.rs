@@ -111,10 +111,10 @@ pub fn setup_long_mode(vcpu: &VcpuFd, boot: &BootEntry) -> Result<(), RegsError>
 
     let regs = kvm_regs {
         rflags: 0x2,
-        rip: boot.entry.0,
+        rip: boot.entry,
         rsp: layout::BOOT_STACK_POINTER,
         rbp: layout::BOOT_STACK_POINTER,
-        rsi: boot.zero_page.0,
+        rsi: boot.zero_page,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm("registers"))

@@ -1,7 +1,6 @@
 //! A KVM virtual machine: its memory, in-kernel irqchip and PIT, platform
 //! devices, and the vCPU threads that run it.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -24,35 +23,38 @@ use crate::platform;
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 
-/// The shape of a VM, before anything is loaded into it.
+/// What a VM is made of, before it is created.
 pub struct VmSpec {
-    /// Guest RAM in bytes.
-    pub mem_size: u64,
+    /// An open /dev/kvm.
+    pub kvm: Kvm,
+    /// Guest RAM (possibly already holding the kernel).
+    pub ram: memory::GuestRam,
     /// Number of vCPUs (1 to 32).
     pub cpus: u8,
     /// Where COM1's output goes.
     pub serial_out: crate::platform::serial::SerialOutput,
     /// Whether moatvm's standard input feeds COM1.
     pub serial_stdin: bool,
+    /// PCI devices beyond the host bridge, in slot order from slot 1.
+    pub pci_devices: Vec<Box<dyn devices::pci::PciDevice>>,
 }
 
 /// A VM: created, then loaded, then run.
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<VcpuFd>,
-    _vm: VmFd,
+    vm: Arc<VmFd>,
     buses: Buses,
     ram: memory::GuestRam,
-    mem_size: u64,
 }
 
 impl Vm {
     /// Creates the VM with its memory, irqchip, PIT, platform devices and
     /// vCPUs (CPUID, MSRs, FPU, LAPIC set; registers at reset state).
     pub fn create(spec: VmSpec) -> Result<Vm> {
-        let kvm = Kvm::new().context("cannot open /dev/kvm")?;
-        let vm = kvm.create_vm().context("cannot create a KVM VM")?;
-        let ram = memory::create_guest_ram(spec.mem_size)?;
+        let kvm = spec.kvm;
+        let vm = Arc::new(kvm.create_vm().context("cannot create a KVM VM")?);
+        let ram = spec.ram;
         register_memory(&vm, &ram)?;
 
         vm.set_tss_address(KVM_TSS_ADDRESS)
@@ -67,7 +69,7 @@ impl Vm {
         };
         vm.create_pit2(pit)
             .context("cannot create the in-kernel PIT")?;
-        let buses = platform::create(&vm, spec.serial_out, spec.serial_stdin)?;
+        let buses = platform::create(&vm, spec.serial_out, spec.serial_stdin, spec.pci_devices)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -86,28 +88,22 @@ impl Vm {
         }
         Ok(Vm {
             vcpus,
-            _vm: vm,
+            vm,
             buses,
             ram,
-            mem_size: spec.mem_size,
         })
     }
 
-    /// Writes the firmware tables, loads a Linux kernel, initrd and command
-    /// line, and points the boot vCPU at the kernel's 64-bit entry. The other
-    /// vCPUs wait for INIT/SIPI in the in-kernel LAPIC.
-    pub fn load_linux(
-        &mut self,
-        kernel: &Path,
-        initrd: Option<&Path>,
-        cmdline: &str,
-    ) -> Result<()> {
-        let mem = &self.ram.memory;
-        let rsdp = platform::write_firmware_tables(mem, self.vcpus.len() as u8)?;
-        regs::write_boot_tables(mem)?;
-        let entry = boot::load_linux(mem, kernel, initrd, cmdline, self.mem_size, rsdp)?;
-        regs::setup_long_mode(&self.vcpus[0], &entry)?;
+    /// Points the boot vCPU at `entry`, a kernel already in guest RAM. The
+    /// other vCPUs wait for INIT/SIPI in the in-kernel LAPIC.
+    pub fn start_at(&mut self, entry: &boot::BootEntry) -> Result<()> {
+        regs::setup_long_mode(&self.vcpus[0], entry)?;
         Ok(())
+    }
+
+    /// The VM fd, shared with the vm-control server threads.
+    pub fn vm_fd(&self) -> Arc<VmFd> {
+        self.vm.clone()
     }
 
     /// Guest RAM.

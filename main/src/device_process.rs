@@ -1,0 +1,629 @@
+//! The device process: one NIC model in its jail, reached by the vCPU
+//! process over IPC for configuration cycles and BAR accesses, and by the
+//! guest directly through ioeventfds (doorbells) and irqfds (MSI-X).
+//!
+//! ```text
+//! moatvm __device '<DeviceRole as TOML>'
+//!   fd 3  guest-RAM memfd            fd 5  vm-control channel (VmRequest →)
+//!   fd 4  device channel (→ DeviceRequest)   fd 6  tap (queue 0)
+//! ```
+//!
+//! Start-up, in this order:
+//! 1. parse the role, take descriptors 3-6;
+//! 2. `jail::enter` (while single-threaded: the process never starts a thread);
+//! 3. map guest RAM, wrap the channels and the tap, build the model;
+//! 4. on the vm-control channel, one request at a time, each awaiting its
+//!    [`VmReply`]: `RegisterIrqfd { vector }` for every MSI-X vector
+//!    (0..n, one eventfd each), then `RegisterIoevent` for every doorbell
+//!    the model names (BAR 0, offset 0x3000 + 4q for queue q, length 0 =
+//!    any width, no datamatch). A refused irqfd is fatal; a refused
+//!    doorbell is only logged (the guest's write then arrives as a
+//!    `BarWrite`, which the model handles the same way, only slower);
+//! 5. one epoll set over the device channel, the doorbells and the tap;
+//! 6. the seccomp filter (`virtio-net`), then serve until `Shutdown` or a
+//!    hang-up.
+//!
+//! While serving, the only vm-control requests are `SetMsiRoute`, sent
+//! (and awaited) from inside a `BarWrite` to the MSI-X table: the vCPU
+//! process must answer vm-control requests on a thread that never waits for
+//! this process.
+//!
+//! Ordering: a doorbell may ring right after a posted `BarWrite` that the
+//! vCPU process has already sent (say, the guest enabled a queue, then
+//! kicked it). Whenever a doorbell or the channel is ready, every queued
+//! request is applied first, so the model always sees the writes in the
+//! order the guest made them.
+//!
+//! Exit status: 0 after `Shutdown` or when either channel closes; 1 when
+//! setting up fails (the reason on stderr); [`EXIT_PANIC`] on a panic; death
+//! by `SIGSYS` when the seccomp filter catches a forbidden system call.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{anyhow, bail, Context, Result};
+use devices::backend::tap::{Tap, TapBackend};
+use devices::pci::{BarKind, HostedPciDevice, Interrupts, MsixChange};
+use devices::virtio::net::{Net, VirtioNetPci};
+use ipc::messages::{DeviceReply, DeviceRequest, RegData, VmReply, VmRequest};
+use ipc::Channel;
+use log::{error, info, warn};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use crate::roles::{device_fds, BarKindName, DeviceRole, NicKind};
+use crate::vcpu::memory::map_guest_ram;
+
+/// Exit status after a panic (the panic hook exits with it at once, so a
+/// panic is never mistaken for a seccomp kill or an orderly exit).
+pub const EXIT_PANIC: i32 = 101;
+/// Exit status when setting up fails.
+pub const EXIT_SETUP_FAILED: i32 = 1;
+
+/// Entries in each virtqueue.
+const QUEUE_SIZE: u16 = 256;
+
+/// epoll tokens: the device channel, the tap, and doorbell `i` as
+/// `DOORBELL + i`.
+const TOKEN_DEVICE: u64 = 0;
+const TOKEN_TAP: u64 = 1;
+const TOKEN_DOORBELL: u64 = 2;
+
+/// The process's name for messages (`net0 (virtio-net-pci)`), once known.
+static NAME: OnceLock<String> = OnceLock::new();
+
+fn name() -> &'static str {
+    NAME.get().map_or("device", String::as_str)
+}
+
+/// The `moatvm __device <arg>` entry point. Never returns.
+pub fn main(arg: &str) -> ! {
+    install_panic_hook();
+    match run(arg) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            error!("{}: {e:#}", name());
+            // Also without a logger, or with one filtered: the launcher
+            // shows stderr.
+            if !log::log_enabled!(log::Level::Error) {
+                let _ = writeln!(io::stderr(), "moatvm: {}: {e:#}", name());
+            }
+            std::process::exit(EXIT_SETUP_FAILED)
+        }
+    }
+}
+
+/// Reports a panic on stderr and exits with [`EXIT_PANIC`] at once: no
+/// unwinding, no abort (a jailed PID 1 that aborts leaves a status that is
+/// easy to confuse with a seccomp kill).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(io::stderr(), "moatvm: {}: panic: {info}", name());
+        // SAFETY: _exit ends the process without running anything else;
+        // nothing is left in a state that needs cleaning up.
+        unsafe { libc::_exit(EXIT_PANIC) }
+    }));
+}
+
+/// The descriptors a device process is started with.
+struct Inherited {
+    ram: OwnedFd,
+    device: OwnedFd,
+    vm: OwnedFd,
+    tap: OwnedFd,
+}
+
+/// Takes ownership of inherited descriptor `fd`, which must be open.
+fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!(
+            "descriptor {fd} ({what}) is not open: {}",
+            io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the launcher hands descriptors 3-6 to this process for this
+    // purpose and nothing else in it owns them (std only uses 0-2); each is
+    // taken once, here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn take_fds() -> Result<Inherited> {
+    Ok(Inherited {
+        ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
+        device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
+        vm: take_fd(device_fds::VM_CONTROL, "vm-control channel")?,
+        tap: take_fd(device_fds::TAP, "tap")?,
+    })
+}
+
+fn run(arg: &str) -> Result<()> {
+    let role = DeviceRole::from_arg(arg).context("cannot parse the device role")?;
+    let _ = NAME.set(role.name.clone());
+    let mode: seccomp::Mode = role.seccomp.parse()?;
+    let fds = take_fds()?;
+
+    jail::enter(&jail::JailConfig {
+        keep_fds: vec![
+            device_fds::GUEST_RAM,
+            device_fds::DEVICE_CHANNEL,
+            device_fds::VM_CONTROL,
+            device_fds::TAP,
+        ],
+        // 0-6, one memfd duplicate per RAM region, an eventfd per MSI-X
+        // vector and per queue, the epoll: about 20.
+        max_open_files: 64,
+        // This process never starts a thread (and its filter forbids clone).
+        max_processes: 1,
+        max_core_size: 0,
+    })
+    .context("cannot enter the jail")?;
+
+    let ram = File::from(fds.ram);
+    let ram_len = ram
+        .metadata()
+        .context("cannot stat the guest-RAM memfd")?
+        .len();
+    if role.mem_size == 0 || ram_len < role.mem_size {
+        bail!(
+            "the guest-RAM memfd holds {ram_len} bytes, the role says {}",
+            role.mem_size
+        );
+    }
+    let mem = map_guest_ram(&ram, role.mem_size).context("cannot map guest RAM")?;
+    drop(ram);
+    let device = Channel::from_fd(fds.device).context("device channel")?;
+    let vm = Arc::new(Channel::from_fd(fds.vm).context("vm-control channel")?);
+    let tap = Tap::from_fd(fds.tap).context("tap")?;
+    let tap = TapBackend::new(tap).context("tap")?;
+    let tap_fd = tap.as_fd().as_raw_fd();
+
+    let model = match role.kind {
+        NicKind::VirtioNet => {
+            let net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
+                .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
+            VirtioNetPci::new(net, mem, Irqfds::new(vm.clone()))
+                .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?
+        }
+    };
+    check_layout(role.kind, &model)?;
+    let mut server = Server::start(model, device, vm, tap_fd)?;
+
+    seccomp::install(seccomp::ProcessKind::VirtioNet, mode)?;
+    if role.violate_seccomp {
+        violate_seccomp();
+    }
+    info!("{}: jailed and serving", name());
+    server.serve()
+}
+
+/// Checks that the model has the BARs and MSI-X vectors the launcher
+/// planned for (`NicKind::layout`): it placed the BARs, and the vCPU
+/// process routes only those vectors, before the model existed.
+fn check_layout(kind: NicKind, model: &impl HostedPciDevice) -> Result<()> {
+    let (planned, vectors) = kind.layout();
+    let actual: Vec<_> = model
+        .bars()
+        .iter()
+        .map(|b| {
+            let kind = match b.kind {
+                BarKind::Io => BarKindName::Io,
+                BarKind::Memory32 => BarKindName::Memory32,
+                BarKind::Memory64 => BarKindName::Memory64,
+            };
+            (b.index, kind, b.prefetchable, b.size)
+        })
+        .collect();
+    if actual != planned || model.msix_vectors() != vectors {
+        bail!(
+            "the model has BARs {actual:?} and {} MSI-X vectors, the launcher planned \
+             {planned:?} and {vectors}",
+            model.msix_vectors()
+        );
+    }
+    Ok(())
+}
+
+/// Makes a system call that no filter allows, as the lab's jail test asks:
+/// in `kill` mode the process dies here by `SIGSYS`; in `log` mode the
+/// kernel logs it and the process goes on.
+fn violate_seccomp() {
+    // SAFETY: openat with a valid NUL-terminated path and flags; the
+    // descriptor it may return (log mode) is closed right away.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    warn!(
+        "{}: a forbidden openat returned {fd}: seccomp is only logging",
+        name()
+    );
+    if fd >= 0 {
+        // SAFETY: `fd` was just opened here and is owned by nothing else.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+}
+
+/// An eventfd: a doorbell the kernel rings for us (ioeventfd) or an
+/// interrupt we ring for the kernel (irqfd).
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes integers only.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Adds 1 to the counter. Only fails if the counter is about to
+    /// overflow, and then the reader has a signal pending anyway.
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local buffer.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Resets the counter (non-blocking: nothing happens when it is 0).
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local buffer.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Lets a message through at the 1st, 2nd, 4th, 8th... occurrence (like
+/// `devices::virtio::LogLimiter`, but usable through `&self`).
+#[derive(Default)]
+struct Limiter(AtomicU64);
+
+impl Limiter {
+    fn hit(&self) -> Option<u64> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        n.is_power_of_two().then_some(n)
+    }
+}
+
+/// How the model raises interrupts here: one irqfd per MSI-X vector, and
+/// MSI routes set by the vCPU process on request.
+struct Irqfds {
+    vm: Arc<Channel>,
+    /// Filled once the vCPU process took every vector's eventfd.
+    vectors: OnceLock<Vec<EventFd>>,
+    /// The vm-control channel closed: the VM is going away.
+    vm_gone: AtomicBool,
+    faults: Limiter,
+    intx_logged: AtomicBool,
+}
+
+impl Irqfds {
+    fn new(vm: Arc<Channel>) -> Self {
+        Irqfds {
+            vm,
+            vectors: OnceLock::new(),
+            vm_gone: AtomicBool::new(false),
+            faults: Limiter::default(),
+            intx_logged: AtomicBool::new(false),
+        }
+    }
+
+    fn fault(&self, what: std::fmt::Arguments<'_>) {
+        if let Some(n) = self.faults.hit() {
+            warn!("{}: {what} ({n} interrupt faults)", name());
+        }
+    }
+}
+
+impl Interrupts for Irqfds {
+    fn signal_vector(&self, vector: u16) {
+        match self.vectors.get().and_then(|v| v.get(usize::from(vector))) {
+            Some(fd) => fd.signal(),
+            None => self.fault(format_args!("no irqfd for MSI-X vector {vector}")),
+        }
+    }
+
+    fn msix_changed(&self, c: &MsixChange) {
+        let request = VmRequest::SetMsiRoute {
+            vector: c.vector,
+            address: c.address,
+            data: c.data,
+            masked: c.masked,
+        };
+        match self.vm.call::<_, VmReply>(&request, &[]) {
+            Ok((VmReply::Ok, _)) => {}
+            Ok((VmReply::Refused(why), _)) => self.fault(format_args!(
+                "MSI route for vector {} refused: {why}",
+                c.vector
+            )),
+            Err(ipc::Error::Closed) => self.vm_gone.store(true, Ordering::Relaxed),
+            Err(e) => self.fault(format_args!("MSI route for vector {}: {e}", c.vector)),
+        }
+    }
+
+    fn assert_intx(&self) {
+        if !self.intx_logged.swap(true, Ordering::Relaxed) {
+            warn!(
+                "{}: the guest uses INTx, which this device process does not wire up: \
+                 interrupts need MSI-X",
+                name()
+            );
+        }
+    }
+}
+
+/// What a device model needs from the host beyond [`HostedPciDevice`]: the
+/// backend's readiness.
+trait NicModel: HostedPciDevice {
+    fn backend_readable(&mut self);
+    fn backend_writable(&mut self);
+    fn interrupts(&self) -> &Irqfds;
+}
+
+impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
+    fn backend_readable(&mut self) {
+        VirtioNetPci::backend_readable(self);
+    }
+    fn backend_writable(&mut self) {
+        VirtioNetPci::backend_writable(self);
+    }
+    fn interrupts(&self) -> &Irqfds {
+        VirtioNetPci::interrupts(self)
+    }
+}
+
+/// Asks the vCPU process for `request` with `fd` attached, and waits for
+/// the answer.
+fn vm_call(vm: &Channel, request: &VmRequest, fd: Option<BorrowedFd<'_>>) -> Result<VmReply> {
+    let fds: &[BorrowedFd<'_>] = match &fd {
+        Some(fd) => std::slice::from_ref(fd),
+        None => &[],
+    };
+    let (reply, extra) = vm
+        .call::<_, VmReply>(request, fds)
+        .with_context(|| format!("vm-control request {request:?}"))?;
+    if !extra.is_empty() {
+        warn!(
+            "{}: the vCPU process sent {} stray descriptors with a reply",
+            name(),
+            extra.len()
+        );
+    }
+    Ok(reply)
+}
+
+/// Whether to go on serving.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// The serving half: the model, its channels, doorbells and epoll set.
+struct Server<D> {
+    model: D,
+    device: Channel,
+    /// Doorbell `i` rings queue `doorbells[i].1`.
+    doorbells: Vec<(EventFd, u16)>,
+    epoll: Epoll,
+    tap_fd: RawFd,
+    tap_attached: bool,
+    bad_requests: Limiter,
+}
+
+impl<D: NicModel> Server<D> {
+    /// Hands the model's interrupt and doorbell eventfds to the vCPU
+    /// process and builds the epoll set. Runs before the seccomp filter.
+    fn start(model: D, device: Channel, vm: Arc<Channel>, tap_fd: RawFd) -> Result<Self> {
+        let vectors = model.msix_vectors();
+        let mut irqfds = Vec::with_capacity(usize::from(vectors));
+        for vector in 0..vectors {
+            let fd = EventFd::new().context("eventfd")?;
+            let request = VmRequest::RegisterIrqfd { vector };
+            match vm_call(&vm, &request, Some(fd.as_fd()))? {
+                VmReply::Ok => irqfds.push(fd),
+                VmReply::Refused(why) => bail!("irqfd for MSI-X vector {vector} refused: {why}"),
+            }
+        }
+        if model.interrupts().vectors.set(irqfds).is_err() {
+            bail!("irqfds set twice");
+        }
+
+        let mut doorbells = Vec::new();
+        for region in model.notify_regions() {
+            let Ok(len) = u8::try_from(region.len) else {
+                warn!("{}: doorbell {region:?} has an impossible width", name());
+                continue;
+            };
+            let fd = EventFd::new().context("eventfd")?;
+            let request = VmRequest::RegisterIoevent {
+                bar: region.bar,
+                offset: region.offset,
+                len,
+                datamatch: None,
+            };
+            match vm_call(&vm, &request, Some(fd.as_fd()))? {
+                VmReply::Ok => doorbells.push((fd, region.queue)),
+                VmReply::Refused(why) => warn!(
+                    "{}: doorbell of queue {} refused ({why}); its writes will come as BAR writes",
+                    name(),
+                    region.queue
+                ),
+            }
+        }
+
+        let epoll = Epoll::new().context("epoll_create")?;
+        let add = |fd: RawFd, events: EventSet, token: u64| {
+            epoll
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
+                .context("epoll_ctl")
+        };
+        add(device.as_raw_fd(), EventSet::IN, TOKEN_DEVICE)?;
+        add(
+            tap_fd,
+            EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
+            TOKEN_TAP,
+        )?;
+        for (i, (fd, _)) in doorbells.iter().enumerate() {
+            add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_DOORBELL + i as u64)?;
+        }
+        Ok(Server {
+            model,
+            device,
+            doorbells,
+            epoll,
+            tap_fd,
+            tap_attached: true,
+            bad_requests: Limiter::default(),
+        })
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        let mut events = [EpollEvent::default(); 16];
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("epoll_wait"),
+            };
+            let ready = &events[..n];
+            // Requests first: a doorbell may follow a posted write that is
+            // already queued on the channel.
+            if ready.iter().any(|e| e.data() != TOKEN_TAP) && self.drain_requests()? == Flow::Stop {
+                return Ok(());
+            }
+            for event in ready {
+                match event.data() {
+                    TOKEN_DEVICE => {}
+                    TOKEN_TAP => self.tap_ready(event.event_set()),
+                    token => {
+                        let i = (token - TOKEN_DOORBELL) as usize;
+                        if let Some((fd, queue)) = self.doorbells.get(i) {
+                            fd.drain();
+                            self.model.queue_notify(*queue);
+                        }
+                    }
+                }
+            }
+            if self.model.interrupts().vm_gone.load(Ordering::Relaxed) {
+                info!("{}: the vm-control channel closed", name());
+                return Ok(());
+            }
+        }
+    }
+
+    fn tap_ready(&mut self, set: EventSet) {
+        if set.contains(EventSet::IN) {
+            self.model.backend_readable();
+        }
+        if set.contains(EventSet::OUT) {
+            self.model.backend_writable();
+        }
+        if set.intersects(EventSet::ERROR | EventSet::HANG_UP) && self.tap_attached {
+            // The tap went away under us (its interface was deleted): the
+            // cable is unplugged, but the guest keeps its device.
+            error!("{}: the tap reports an error; no more frames", name());
+            self.tap_attached = false;
+            let _ = self
+                .epoll
+                .ctl(ControlOperation::Delete, self.tap_fd, EpollEvent::default());
+        }
+    }
+
+    /// Applies every request waiting on the device channel.
+    fn drain_requests(&mut self) -> Result<Flow> {
+        loop {
+            match self.device.try_recv::<DeviceRequest>() {
+                Ok(None) => return Ok(Flow::Go),
+                Ok(Some((request, fds))) => {
+                    if !fds.is_empty() {
+                        self.bad(format_args!("descriptors came with {request:?}"));
+                    }
+                    if self.handle(request)? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Err(ipc::Error::Closed) => {
+                    info!("{}: the device channel closed", name());
+                    return Ok(Flow::Stop);
+                }
+                Err(ipc::Error::Io { op, source }) => {
+                    return Err(anyhow!("device channel: {op}: {source}"))
+                }
+                // A message that does not decode is dropped whole.
+                Err(e) => self.bad(format_args!("{e}")),
+            }
+        }
+    }
+
+    fn bad(&self, what: std::fmt::Arguments<'_>) {
+        if let Some(n) = self.bad_requests.hit() {
+            warn!("{}: bad request: {what} ({n} so far)", name());
+        }
+    }
+
+    fn reply(&self, reply: DeviceReply) -> Result<Flow> {
+        match self.device.send(&reply, &[]) {
+            Ok(()) => Ok(Flow::Go),
+            Err(ipc::Error::Closed) => Ok(Flow::Stop),
+            Err(e) => Err(e).context("device channel reply"),
+        }
+    }
+
+    fn handle(&mut self, request: DeviceRequest) -> Result<Flow> {
+        if let Err(e) = request.check() {
+            self.bad(format_args!("{e}"));
+            // A read still gets an answer, so the vCPU never waits forever.
+            return match request {
+                DeviceRequest::ConfigRead { .. } => self.reply(DeviceReply::ConfigValue(u32::MAX)),
+                DeviceRequest::BarRead { len, .. } => {
+                    let len = usize::from(len).min(RegData::MAX);
+                    self.reply(DeviceReply::BarData(
+                        RegData::new(&[0xff; RegData::MAX][..len]).unwrap_or_default(),
+                    ))
+                }
+                _ => Ok(Flow::Go),
+            };
+        }
+        match request {
+            DeviceRequest::ConfigRead { reg } => {
+                let value = self.model.config_read(usize::from(reg));
+                self.reply(DeviceReply::ConfigValue(value))
+            }
+            DeviceRequest::ConfigWrite { reg, offset, data } => {
+                self.model
+                    .config_write(usize::from(reg), usize::from(offset), data.as_slice());
+                Ok(Flow::Go)
+            }
+            DeviceRequest::BarRead { bar, offset, len } => {
+                let mut buf = [0u8; RegData::MAX];
+                let buf = &mut buf[..usize::from(len)];
+                self.model.bar_read(bar, offset, buf);
+                self.reply(DeviceReply::BarData(RegData::new(buf).unwrap_or_default()))
+            }
+            DeviceRequest::BarWrite { bar, offset, data } => {
+                self.model.bar_write(bar, offset, data.as_slice());
+                Ok(Flow::Go)
+            }
+            DeviceRequest::Shutdown => {
+                info!("{}: shutting down", name());
+                Ok(Flow::Stop)
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The launcher: the process the user starts. It checks what it can, opens
+//! /dev/kvm, puts guest RAM in a memfd and the kernel into it, creates taps
+//! and bridges, spawns the jailed vCPU process and one jailed process per
+//! NIC, and supervises them until the VM ends. Then it removes what it
+//! created and says which process ended the VM, and why.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+
+use devices::backend::{bridge, tap::Tap};
+use ipc::Channel;
+
+use crate::config::{SerialConfig, VmConfig};
+use crate::netspec::{Backend, Nic, NicModel};
+use crate::roles::{self, AssignedBar, DeviceRole, NicKind, RemoteDevice, VcpuRole};
+use crate::vcpu::{boot, layout, memory};
+
+/// Debugging and testing switches that are not part of the VM's description.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `kill` or `log`.
+    pub seccomp: String,
+    /// The NIC (by id or index) whose process should break its seccomp
+    /// policy once running: how the tests show the jail works.
+    pub violate_seccomp: Option<String>,
+}
+
+/// One spawned process and what it is, for messages.
+struct Supervised {
+    what: String,
+    child: jail::Child,
+}
+
+/// What the launcher created and must remove.
+#[derive(Default)]
+struct Created {
+    bridges: Vec<String>,
+}
+
+impl Created {
+    fn remove(&self) {
+        for br in &self.bridges {
+            match bridge::bridge_has_ports(br) {
+                Ok(false) => match bridge::delete_link(br) {
+                    Ok(_) => log::debug!("removed bridge {br}"),
+                    Err(e) => log::warn!("cannot remove bridge {br}: {e}"),
+                },
+                Ok(true) => log::debug!("bridge {br} still has ports; left in place"),
+                Err(e) => log::warn!("bridge {br}: {e}"),
+            }
+        }
+    }
+}
+
+/// A NIC ready to be spawned: its process's role and descriptors.
+struct NicPlan {
+    role: DeviceRole,
+    tap: OwnedFd,
+    layout: RemoteDevice,
+}
+
+/// Runs the VM `cfg` describes to its end; returns the exit code.
+pub fn run(cfg: &VmConfig, opts: &Options) -> i32 {
+    // Stop signals and SIGCHLD are taken synchronously below; blocking them
+    // first means none is lost while children start.
+    let mut signals = SigSet::empty();
+    for s in crate::STOP_SIGNALS.into_iter().chain([Signal::SIGCHLD]) {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("moatvm: cannot block signals: {e}");
+        return 1;
+    }
+    let mut created = Created::default();
+    let code = match start(cfg, opts, &mut created) {
+        Ok(mut children) => supervise(&mut children, &signals),
+        Err(e) => {
+            eprintln!("moatvm: {e:#}");
+            1
+        }
+    };
+    created.remove();
+    code
+}
+
+/// Creates everything and spawns the processes.
+fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Supervised>> {
+    let kvm = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .context("cannot open /dev/kvm")?;
+    let mem_size = cfg.memory_mib << 20;
+    let ram = memory::create_guest_ram(mem_size)?;
+    let entry = boot::prepare_linux(
+        &ram.memory,
+        cfg.cpus,
+        &cfg.kernel,
+        cfg.initrd.as_deref(),
+        &cfg.cmdline,
+    )?;
+
+    let mut next_bar = layout::PCI_MMIO32_START;
+    let mut nics = Vec::new();
+    for (index, nic) in cfg.net.nics.iter().enumerate() {
+        nics.push(plan_nic(
+            cfg,
+            opts,
+            index,
+            nic,
+            mem_size,
+            &mut next_bar,
+            created,
+        )?);
+    }
+    if nics.is_empty() {
+        log::debug!("no NIC: no tap, bridge or device process is needed");
+    }
+
+    let mut children = Vec::new();
+    let mut vcpu_channels = Vec::new();
+    for nic in &nics {
+        let (dev_here, dev_there) = Channel::pair()?;
+        let (ctl_here, ctl_there) = Channel::pair()?;
+        let dev_there = dev_there.into_fd();
+        let ctl_there = ctl_there.into_fd();
+        let child = jail::Command::current_exe()
+            .arg0("moatvm")
+            .arg(roles::DEVICE)
+            .arg(nic.role.to_arg())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .fd(ram.file.as_fd(), roles::device_fds::GUEST_RAM)
+            .fd(dev_there.as_fd(), roles::device_fds::DEVICE_CHANNEL)
+            .fd(ctl_there.as_fd(), roles::device_fds::VM_CONTROL)
+            .fd(nic.tap.as_fd(), roles::device_fds::TAP)
+            .new_net(true)
+            .spawn()
+            .with_context(|| format!("cannot start the process of {}", nic.role.name))?;
+        log::debug!("{} runs as pid {}", nic.role.name, child.id());
+        children.push(Supervised {
+            what: format!("device {}", nic.role.name),
+            child,
+        });
+        vcpu_channels.push((dev_here.into_fd(), ctl_here.into_fd()));
+    }
+
+    let (serial_fd, interactive): (OwnedFd, bool) = match &cfg.serial {
+        SerialConfig::Stdio => {
+            use std::io::IsTerminal;
+            let out = std::io::stdout();
+            (out.as_fd().try_clone_to_owned()?, out.is_terminal())
+        }
+        SerialConfig::File(path) => (
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("--serial: cannot open {}", path.display()))?
+                .into(),
+            false,
+        ),
+        SerialConfig::None => (File::create("/dev/null")?.into(), false),
+    };
+    let role = VcpuRole {
+        mem_size,
+        cpus: cfg.cpus,
+        entry,
+        serial_interactive: interactive,
+        serial_stdin: cfg.serial == SerialConfig::Stdio,
+        seccomp: opts.seccomp.clone(),
+        devices: nics.iter().map(|n| n.layout.clone()).collect(),
+    };
+    let stdin = std::io::stdin();
+    let mut cmd = jail::Command::current_exe()
+        .arg0("moatvm")
+        .arg(roles::VCPU)
+        .arg(role.to_arg())
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .fd(kvm.as_fd(), roles::vcpu_fds::KVM)
+        .fd(ram.file.as_fd(), roles::vcpu_fds::GUEST_RAM)
+        .fd(serial_fd.as_fd(), roles::vcpu_fds::SERIAL)
+        .new_net(true);
+    if role.serial_stdin {
+        cmd = cmd.fd(stdin.as_fd(), 0);
+    }
+    for (i, (dev, ctl)) in vcpu_channels.iter().enumerate() {
+        cmd = cmd
+            .fd(dev.as_fd(), roles::vcpu_fds::device_channel(i))
+            .fd(ctl.as_fd(), roles::vcpu_fds::vm_control(i));
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            log::debug!("the vCPU process runs as pid {}", child.id());
+            children.insert(
+                0,
+                Supervised {
+                    what: "the vCPU process".into(),
+                    child,
+                },
+            );
+        }
+        Err(e) => {
+            for c in &children {
+                let _ = c.child.kill();
+            }
+            return Err(e).context("cannot start the vCPU process");
+        }
+    }
+    // The launcher's copies of taps, channels and guest RAM close here: each
+    // tap now lives exactly as long as its device process.
+    Ok(children)
+}
+
+/// Creates NIC `index`'s backend and says how its process will look.
+fn plan_nic(
+    cfg: &VmConfig,
+    opts: &Options,
+    index: usize,
+    nic: &Nic,
+    mem_size: u64,
+    next_bar: &mut u64,
+    created: &mut Created,
+) -> Result<NicPlan> {
+    let kind = match nic.model {
+        NicModel::VirtioNetPci => NicKind::VirtioNet,
+        other => bail!(
+            "{}: NIC model '{}' is not implemented yet",
+            nic.origin,
+            other.name()
+        ),
+    };
+    let id = nic.id.clone().unwrap_or_else(|| format!("net{index}"));
+    let name = format!("{id} ({})", nic.model.name());
+    let netdev = nic
+        .netdev
+        .as_ref()
+        .and_then(|n| cfg.net.netdevs.iter().find(|d| &d.id == n))
+        .with_context(|| {
+            format!(
+                "{}: a NIC without a netdev is not implemented yet",
+                nic.origin
+            )
+        })?;
+    let Backend::Tap(t) = &netdev.backend else {
+        bail!(
+            "{}: netdev type '{}' is not implemented yet",
+            netdev.origin,
+            netdev.backend.type_name()
+        );
+    };
+    let tap = match t.fd {
+        Some(fd) => {
+            // SAFETY: `fd=N` names a descriptor the caller opened for us and
+            // hands over; it is taken once.
+            let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            Tap::from_fd(owned).with_context(|| format!("{}: fd={fd}", netdev.origin))?
+        }
+        None => {
+            let mut taps = Tap::create(t.ifname.as_deref(), t.vnet_hdr.unwrap_or(true), 1)
+                .with_context(|| format!("{}: cannot create the tap", netdev.origin))?;
+            taps.remove(0)
+        }
+    };
+    if let Some(br) = &t.br {
+        if bridge::create_bridge(br).with_context(|| format!("{}: bridge {br}", netdev.origin))? {
+            log::debug!("created bridge {br}");
+            created.bridges.push(br.clone());
+        }
+        bridge::enslave(tap.name(), br)
+            .with_context(|| format!("{}: cannot add {} to {br}", netdev.origin, tap.name()))?;
+    }
+    bridge::link_up(tap.name())
+        .with_context(|| format!("{}: cannot bring {} up", netdev.origin, tap.name()))?;
+    log::debug!("{name}: tap {}", tap.name());
+
+    let (bar_shapes, msix_vectors) = kind.layout();
+    let mut bars = Vec::new();
+    for (index, kind, prefetchable, size) in bar_shapes {
+        let address = next_bar.next_multiple_of(size);
+        *next_bar = address + size;
+        bars.push(AssignedBar {
+            index,
+            kind,
+            prefetchable,
+            size,
+            address,
+        });
+    }
+    let violate = opts
+        .violate_seccomp
+        .as_ref()
+        .is_some_and(|v| *v == id || *v == index.to_string());
+    Ok(NicPlan {
+        role: DeviceRole {
+            name: name.clone(),
+            kind,
+            mac: nic
+                .mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| stable_mac(index, &id)),
+            mem_size,
+            seccomp: opts.seccomp.clone(),
+            violate_seccomp: violate,
+        },
+        tap: tap.into_fd(),
+        layout: RemoteDevice {
+            name,
+            bars,
+            msix_vectors,
+        },
+    })
+}
+
+/// A MAC for a NIC that was given none: 52:54:00 and three bytes that
+/// depend only on the NIC's place and id, so it is the same every run.
+fn stable_mac(index: usize, id: &str) -> [u8; 6] {
+    // FNV-1a over the index and id.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in index.to_le_bytes().iter().chain(id.as_bytes()) {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_le_bytes();
+    [0x52, 0x54, 0x00, b[0], b[1], b[2]]
+}
+
+/// Waits until the vCPU process ends (the VM is over) or a device process
+/// dies (the VM cannot go on); forwards stop signals. Returns the exit code.
+fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
+    let vcpu_pid = Pid::from_raw(children[0].child.id() as i32);
+    let code = loop {
+        let mut ended = None;
+        for (i, c) in children.iter_mut().enumerate() {
+            match c.child.try_wait() {
+                Ok(Some(status)) => {
+                    ended = Some((i, status));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("{}: {e}", c.what),
+            }
+        }
+        if let Some((i, status)) = ended {
+            let c = &children[i];
+            if i == 0 && status.code() == Some(0) {
+                log::debug!("the VM ended");
+                break 0;
+            }
+            if i == 0 && status.code().is_some() {
+                // The vCPU process said why itself.
+                break status.code().unwrap_or(1);
+            }
+            eprintln!(
+                "moatvm: {} ended the VM: {}",
+                c.what,
+                describe(status, c.child.id())
+            );
+            break 1;
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                log::debug!("{sig}: stopping the VM");
+                let _ = kill(vcpu_pid, Signal::SIGTERM);
+            }
+            Err(e) => log::warn!("sigwait: {e}"),
+        }
+    };
+    for c in children.iter_mut() {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+    }
+    code
+}
+
+/// How a process ended, in words; for a seccomp kill, the system call that
+/// broke the policy, read from the kernel's audit record.
+fn describe(status: ExitStatus, pid: u32) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    let Some(sig) = status.signal() else {
+        return format!("{status}");
+    };
+    let name = Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("an unknown signal");
+    if sig == libc::SIGSYS {
+        let call = crate::seccomp_report::killed_syscall(pid)
+            .map(|nr| match seccomp::syscall_name(nr) {
+                Some(n) => format!("{n} (system call {nr})"),
+                None => format!("system call {nr}"),
+            })
+            .unwrap_or_else(|| "a system call (not found in the kernel log)".into());
+        return format!("killed by {name}: seccomp policy forbids {call}");
+    }
+    format!("killed by {name}")
+}

@@ -1,0 +1,152 @@
+//! The hidden command lines of the processes the launcher spawns, and what
+//! each is handed. A spawned process finds its descriptors at fixed numbers
+//! and its configuration, as TOML, in its one argument.
+//!
+//! ```text
+//! moatvm __vcpu   '<VcpuRole as TOML>'     fds: 0 stdin (serial input), 3 /dev/kvm,
+//!                                               4 guest RAM, 5 serial output,
+//!                                               then per device: device channel,
+//!                                               vm-control channel
+//! moatvm __device '<DeviceRole as TOML>'   fds: 3 guest RAM, 4 device channel,
+//!                                               5 vm-control channel, 6 tap
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The hidden subcommand of the vCPU process.
+pub const VCPU: &str = "__vcpu";
+/// The hidden subcommand of a device process.
+pub const DEVICE: &str = "__device";
+
+/// Descriptor numbers in a device process.
+pub mod device_fds {
+    /// The guest-RAM memfd.
+    pub const GUEST_RAM: i32 = 3;
+    /// Requests from the vCPU process (config and BAR accesses).
+    pub const DEVICE_CHANNEL: i32 = 4;
+    /// Requests to the vCPU process (ioeventfds, irqfds, MSI routes).
+    pub const VM_CONTROL: i32 = 5;
+    /// The tap (queue 0).
+    pub const TAP: i32 = 6;
+}
+
+/// Descriptor numbers in the vCPU process.
+pub mod vcpu_fds {
+    /// /dev/kvm.
+    pub const KVM: i32 = 3;
+    /// The guest-RAM memfd.
+    pub const GUEST_RAM: i32 = 4;
+    /// COM1's output (a file, or a copy of standard output).
+    pub const SERIAL: i32 = 5;
+    /// Device `i`'s device channel; its vm-control channel follows.
+    pub fn device_channel(i: usize) -> i32 {
+        6 + 2 * i as i32
+    }
+    /// Device `i`'s vm-control channel.
+    pub fn vm_control(i: usize) -> i32 {
+        device_channel(i) + 1
+    }
+}
+
+/// What a BAR decodes, in a form that serializes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BarKindName {
+    Io,
+    Memory32,
+    Memory64,
+}
+
+/// A BAR of a device and the guest-physical address the launcher gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedBar {
+    pub index: u8,
+    pub kind: BarKindName,
+    pub prefetchable: bool,
+    pub size: u64,
+    pub address: u64,
+}
+
+/// A device as the vCPU process knows it: where its BARs are and how many
+/// MSI-X vectors it may ask routes for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteDevice {
+    pub name: String,
+    pub bars: Vec<AssignedBar>,
+    pub msix_vectors: u16,
+}
+
+/// What the vCPU process is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VcpuRole {
+    pub mem_size: u64,
+    pub cpus: u8,
+    /// Where the boot vCPU starts (the launcher loaded the kernel).
+    pub entry: crate::vcpu::boot::BootEntry,
+    /// COM1 writes every byte at once (a terminal).
+    pub serial_interactive: bool,
+    /// COM1 reads standard input.
+    pub serial_stdin: bool,
+    /// `kill` or `log`.
+    pub seccomp: String,
+    /// PCI devices, in slot order from slot 1.
+    pub devices: Vec<RemoteDevice>,
+}
+
+impl VcpuRole {
+    /// The command-line form.
+    pub fn to_arg(&self) -> String {
+        toml::to_string(self).expect("a VcpuRole always serializes")
+    }
+
+    /// Parses the command-line form.
+    pub fn from_arg(arg: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(arg)
+    }
+}
+
+/// The NIC models a device process can host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NicKind {
+    VirtioNet,
+}
+
+impl NicKind {
+    /// The BARs of the model (size, kind) and its MSI-X vector count; the
+    /// launcher places the BARs before the model exists.
+    pub fn layout(self) -> (Vec<(u8, BarKindName, bool, u64)>, u16) {
+        match self {
+            // One 32 KiB 64-bit BAR: common, ISR, device, notify, MSI-X
+            // table and PBA; vectors for RX, TX, control and configuration.
+            NicKind::VirtioNet => (vec![(0, BarKindName::Memory64, false, 0x8000)], 4),
+        }
+    }
+}
+
+/// What a device process is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRole {
+    /// For messages: e.g. `net0 (virtio-net-pci)`.
+    pub name: String,
+    pub kind: NicKind,
+    pub mac: [u8; 6],
+    /// Bytes of guest RAM in the memfd (laid out as `vcpu::layout` says).
+    pub mem_size: u64,
+    /// `kill` or `log`.
+    pub seccomp: String,
+    /// Testing only: issue a forbidden system call once set up, to show
+    /// that the jail kills the process and the launcher notices.
+    #[serde(default)]
+    pub violate_seccomp: bool,
+}
+
+impl DeviceRole {
+    /// The command-line form.
+    pub fn to_arg(&self) -> String {
+        toml::to_string(self).expect("a DeviceRole always serializes")
+    }
+
+    /// Parses the command-line form.
+    pub fn from_arg(arg: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(arg)
+    }
+}
