@@ -515,6 +515,7 @@ impl<D: NicModel> Server<D> {
                         let i = (token - TOKEN_DOORBELL) as usize;
                         if let Some((fd, queue)) = self.doorbells.get(i) {
                             fd.drain();
+                            log::trace!("doorbell of queue {queue}");
                             self.model.queue_notify(*queue);
                         }
                     }
@@ -617,6 +618,7 @@ impl<D: NicModel> Server<D> {
                 self.reply(DeviceReply::BarData(RegData::new(buf).unwrap_or_default()))
             }
             DeviceRequest::BarWrite { bar, offset, data } => {
+                log::trace!("BAR {bar} write {offset:#x} {:x?}", data.as_slice());
                 self.model.bar_write(bar, offset, data.as_slice());
                 Ok(Flow::Go)
             }

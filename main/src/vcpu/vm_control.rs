@@ -201,6 +201,11 @@ fn handle(
                 _ => return Err("a fixed width needs a datamatch".into()),
             };
             result.map_err(|e| format!("KVM_IOEVENTFD: {e}"))?;
+            log::debug!(
+                "{}: doorbell at {:#x} (BAR {bar} + {offset:#x})",
+                device.name,
+                b.address + offset
+            );
             kept.push(evt);
             Ok(())
         }

@@ -1,0 +1,87 @@
+//! Whole-guest checks shared by the test modules (and the boot benchmark).
+
+use crate::env::LabEnv;
+use crate::guest::{Event, Guest};
+use crate::process::Running;
+use crate::vmm::Vmm;
+use anyhow::{bail, ensure, Result};
+use std::time::Duration;
+
+/// From VMM start to the init's first line (nested virtualization under
+/// TCG is slow, and variable).
+/// A guest under QEMU in an idle lab prints its first line ~20 s after
+/// the start; the margin is for a busy host.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// For any later line, and for the exit after the last step.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for the next `MOAT <name> ...` event.
+pub fn wait_event(vm: &mut Running, name: &str, timeout: Duration) -> Result<Event> {
+    let line = vm.wait_for(&format!("`MOAT {name}` line"), timeout, |l| {
+        Event::parse(l).is_some_and(|e| e.name == name)
+    })?;
+    Ok(Event::parse(&line).expect("matched above"))
+}
+
+/// How a guest is meant to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Reboot,
+    Poweroff,
+}
+
+impl Ending {
+    fn action(self) -> &'static str {
+        match self {
+            Ending::Reboot => "reboot",
+            Ending::Poweroff => "poweroff",
+        }
+    }
+
+    /// What the guest kernel prints last (at KERN_EMERG: shown even with
+    /// `quiet`).
+    fn kernel_line(self) -> &'static str {
+        match self {
+            Ending::Reboot => "reboot: Restarting system",
+            Ending::Poweroff => "reboot: Power down",
+        }
+    }
+}
+
+/// Boots a guest with `cpus` vCPUs under `vmm`, checks that its init starts,
+/// sees exactly `cpus` CPUs, ends the way asked, that the kernel got there
+/// without panicking, and that the VMM then exits with status 0.
+pub fn boot_count_cpus_and_end(vmm: Vmm, cpus: u32, ending: Ending, log: &str) -> Result<()> {
+    let env = LabEnv::from_env()?;
+    let guest = Guest::quiet().cpus(cpus).action(ending.action());
+    let mut vm = vmm.boot(&env, &guest, log)?;
+    wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
+    let seen = wait_event(&mut vm, "cpus", STEP_TIMEOUT)?;
+    ensure!(
+        seen.number("online")? == f64::from(cpus),
+        "guest sees {:?} CPUs online, expected {cpus}\n{}",
+        seen.get("online"),
+        vm.report()
+    );
+    ensure!(
+        seen.number("cpuinfo")? == f64::from(cpus),
+        "guest's /proc/cpuinfo lists {:?} CPUs, expected {cpus}\n{}",
+        seen.get("cpuinfo"),
+        vm.report()
+    );
+    wait_event(&mut vm, "action", STEP_TIMEOUT)?;
+    vm.wait_for_text(ending.kernel_line(), STEP_TIMEOUT)?;
+    vm.expect_success(STEP_TIMEOUT)?;
+    let panic = vm
+        .lines()
+        .iter()
+        .find(|l| l.contains("Kernel panic"))
+        .cloned();
+    if let Some(panic) = panic {
+        bail!(
+            "guest kernel panicked on the way out: {panic}\n{}",
+            vm.report()
+        );
+    }
+    Ok(())
+}

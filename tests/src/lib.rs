@@ -1,0 +1,27 @@
+//! End-to-end tests of moatvm: real Linux guests booted inside the nested lab.
+//!
+//! The tests only run inside L1 (see `xtask/src/lab.rs`): each is
+//! `#[ignore]`d, and `cargo xtask lab` runs the test binary there with
+//! `--include-ignored --test-threads=1`. The lab tells the tests where things
+//! are through environment variables (see [`env`]).
+//!
+//! Library modules (also used by `cargo xtask bench`):
+//! - [`env`]: the lab's paths, from the environment.
+//! - [`guest`]: the guest's kernel command line and its `MOAT ...` lines.
+//! - [`vmm`]: command lines for moatvm and QEMU as the guest's VMM.
+//! - [`process`]: a running VMM: serial capture, waiting for lines or exit.
+//! - [`checks`]: whole-guest checks shared by the test modules.
+//!
+//! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
+//! the same image: validates the lab itself).
+
+pub mod checks;
+pub mod env;
+pub mod guest;
+pub mod process;
+pub mod vmm;
+
+#[cfg(test)]
+mod boot;
+#[cfg(test)]
+mod qemu;

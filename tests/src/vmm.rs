@@ -1,0 +1,88 @@
+//! The VMMs a lab guest can run under, and their command lines. This is the
+//! one place that knows moatvm's and QEMU's options.
+
+use crate::env::LabEnv;
+use crate::guest::Guest;
+use crate::process::Running;
+use anyhow::Result;
+use std::process::Command;
+
+/// A VMM for the L2 guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    Moatvm,
+    Qemu,
+}
+
+impl Vmm {
+    /// Both, moatvm first.
+    pub const ALL: [Vmm; 2] = [Vmm::Moatvm, Vmm::Qemu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Moatvm => "moatvm",
+            Vmm::Qemu => "qemu",
+        }
+    }
+
+    /// The command that boots `guest` with the serial console on stdout and
+    /// exits when the guest reboots or powers off. Tests may append options
+    /// (e.g. NICs) before spawning it.
+    pub fn command(self, env: &LabEnv, guest: &Guest) -> Command {
+        match self {
+            Vmm::Moatvm => {
+                // Contract: moatvm run --kernel PATH [--initrd PATH]
+                // [--cmdline STR] [--memory SIZE] [--cpus N]
+                // [--serial stdio|file:PATH|none]
+                let mut cmd = Command::new(&env.moatvm);
+                cmd.arg("run")
+                    .arg("--kernel")
+                    .arg(&env.kernel)
+                    .arg("--initrd")
+                    .arg(&env.initrd)
+                    .arg("--cmdline")
+                    .arg(guest.cmdline())
+                    .arg("--memory")
+                    .arg(format!("{}M", guest.memory_mib))
+                    .arg("--cpus")
+                    .arg(guest.cpus.to_string())
+                    .arg("--serial")
+                    .arg("stdio");
+                cmd
+            }
+            Vmm::Qemu => {
+                let mut cmd = Command::new(&env.qemu);
+                cmd.args(["-accel", "kvm", "-cpu", "host", "-M", "q35"])
+                    .args(["-m", &guest.memory_mib.to_string()])
+                    .args(["-smp", &guest.cpus.to_string()])
+                    .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+                    .args(["-no-reboot", "-nic", "none"])
+                    .arg("-kernel")
+                    .arg(&env.kernel)
+                    .arg("-initrd")
+                    .arg(&env.initrd)
+                    .arg("-append")
+                    .arg(guest.cmdline());
+                cmd
+            }
+        }
+    }
+
+    /// Boots `guest`; logs go to `OUT/<log>.serial.log` and `.stderr.log`.
+    pub fn boot(self, env: &LabEnv, guest: &Guest, log: &str) -> Result<Running> {
+        self.boot_with(env, guest, log, &[])
+    }
+
+    /// Like [`Vmm::boot`] with extra VMM options appended.
+    pub fn boot_with(
+        self,
+        env: &LabEnv,
+        guest: &Guest,
+        log: &str,
+        extra: &[&str],
+    ) -> Result<Running> {
+        let mut cmd = self.command(env, guest);
+        cmd.args(extra);
+        Running::spawn(self.name(), cmd, &env.out_file(log))
+    }
+}

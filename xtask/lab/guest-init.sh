@@ -1,0 +1,163 @@
+#!/bin/sh
+# PID 1 of the L2 guest initramfs (what moatvm and QEMU boot in the lab).
+#
+# Configured by `moat.*` words on the kernel command line; reports on the
+# serial console with machine-readable lines `MOAT <event> key=value ...`.
+#
+# Words:
+#   moat.nic=all|NAME[,NAME...]  load NIC driver modules (names: see
+#                                /etc/moat/nic/); default: none (fast boot)
+#   moat.dev=IFACE               interface moat.ip configures (default eth0)
+#   moat.ip=ADDR/PREFIX          configure that interface, bring it up
+#   moat.gw=ADDR                 default route
+#   moat.action=STEP[,STEP...]   steps run in order; STEP is NAME[:ARG...]
+#                                (default: reboot)
+# Steps: reboot | poweroff | shell | sleep:SECS | panic
+#        | ping:HOST[:COUNT] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
+#        | iperf-server[:PORT]   (serves one client, then goes on)
+# A step that does not end the VM falls through to the next; after the last
+# one the guest reboots (`reboot -f`; with `reboot=k` that is an i8042 reset).
+#
+# Lines (always): `MOAT start ...`, `MOAT cpus online=N ...`; then per step
+# `MOAT action name=NAME` and the step's own result line. Parameters of a
+# module (`MODULE.param=value` words) are passed on to insmod, as modprobe
+# would.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export TMPDIR=/tmp HOME=/tmp
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+say() { echo "MOAT $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+say "start kernel=$(uname -r) uptime=$(uptime_s)"
+
+# Count CPUs in a list such as "0-3,5".
+count_cpus() {
+    n=0
+    for range in $(echo "$1" | tr ',' ' '); do
+        case "$range" in
+            *-*) n=$((n + ${range#*-} - ${range%-*} + 1)) ;;
+            *) n=$((n + 1)) ;;
+        esac
+    done
+    echo "$n"
+}
+online=$(cat /sys/devices/system/cpu/online)
+say "cpus online=$(count_cpus "$online") list=$online cpuinfo=$(grep -c '^processor' /proc/cpuinfo)"
+say "mem total_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+
+nic= dev=eth0 ip= gw= actions=reboot
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        moat.nic=*) nic=${word#*=} ;;
+        moat.dev=*) dev=${word#*=} ;;
+        moat.ip=*) ip=${word#*=} ;;
+        moat.gw=*) gw=${word#*=} ;;
+        moat.action=*) actions=${word#*=} ;;
+    esac
+done
+
+# insmod one module (path relative to /lib/modules/VERSION) with its
+# MODULE.param= words from the command line; no-op if already loaded.
+load_module() {
+    name=$(basename "$1" .ko | tr '-' '_')
+    [ -d "/sys/module/$name" ] && return 0
+    params=
+    for word in $(cat /proc/cmdline); do
+        case "$word" in
+            "$name".*=*) params="$params ${word#$name.}" ;;
+        esac
+    done
+    # shellcheck disable=SC2086
+    insmod "/lib/modules/$(uname -r)/$1" $params
+}
+
+load_nics() {
+    [ "$1" = all ] && set -- "$(ls /etc/moat/nic | tr '\n' ',')"
+    loaded= failed=
+    for n in $(echo "$1" | tr ',' ' '); do
+        ok=1
+        if [ -f "/etc/moat/nic/$n" ]; then
+            while read -r ko; do load_module "$ko" || ok=0; done < "/etc/moat/nic/$n"
+        else
+            ok=0
+        fi
+        if [ $ok = 1 ]; then loaded="$loaded,$n"; else failed="$failed,$n"; fi
+    done
+    say "modules loaded=${loaded#,} failed=${failed#,}"
+}
+[ -n "$nic" ] && load_nics "$nic"
+
+# Waits up to 10 s for interface $1 to appear.
+wait_iface() {
+    i=0
+    while [ ! -e "/sys/class/net/$1" ]; do
+        i=$((i + 1))
+        [ $i -gt 100 ] && return 1
+        sleep 0.1
+    done
+}
+
+ip link set lo up
+if [ -n "$ip" ]; then
+    if wait_iface "$dev"; then
+        ip addr add "$ip" dev "$dev" && ip link set "$dev" up
+        [ -n "$gw" ] && ip route add default via "$gw"
+        driver=$(basename "$(readlink "/sys/class/net/$dev/device/driver")" 2>/dev/null)
+        say "net dev=$dev driver=$driver mac=$(cat "/sys/class/net/$dev/address") addr=$ip"
+    else
+        say "error step=net reason=no-interface-$dev"
+    fi
+fi
+
+act_reboot() { sync; reboot -f; sleep 30; }
+act_poweroff() { sync; poweroff -f; sleep 30; }
+act_shell() { setsid cttyhack sh -l; }
+act_sleep() { sleep "${1:-1}"; }
+act_panic() { echo c > /proc/sysrq-trigger; }
+
+act_ping() {
+    res=$(ping -c "${2:-3}" -W 5 "$1" 2>&1)
+    rx=$(echo "$res" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+    avg=$(echo "$res" | sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
+    say "ping host=$1 sent=${2:-3} received=${rx:-0} avg_ms=${avg:-none}"
+}
+
+# iperf3 client: tx = guest sends, rx = guest receives (-R). Reports the
+# receiver's rate in Mbit/s.
+act_iperf() {
+    dir=${3:-tx}
+    rev=
+    [ "$dir" = rx ] && rev=-R
+    res=$(iperf3 -c "$1" -p "${4:-5201}" -t "${2:-5}" -f m $rev 2>&1)
+    rate=$(echo "$res" | awk '/receiver$/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r }')
+    if [ -n "$rate" ]; then
+        say "iperf host=$1 dir=$dir mbits=$rate"
+    else
+        say "iperf host=$1 dir=$dir error=$(echo "$res" | tail -n 1 | tr ' ' '_')"
+    fi
+}
+
+act_iperf_server() {
+    say "iperf-server port=${1:-5201} ready"
+    iperf3 -s -1 -p "${1:-5201}" > /tmp/iperf-server.log 2>&1
+    say "iperf-server port=${1:-5201} status=$?"
+}
+
+for step in $(echo "$actions" | tr ',' ' '); do
+    name=${step%%:*}
+    args=
+    [ "$name" != "$step" ] && args=$(echo "${step#*:}" | tr ':' ' ')
+    say "action name=$name uptime=$(uptime_s)"
+    fn="act_$(echo "$name" | tr '-' '_')"
+    if command -v "$fn" > /dev/null; then
+        # shellcheck disable=SC2086
+        "$fn" $args
+    else
+        say "error step=$name reason=unknown-action"
+    fi
+done
+act_reboot

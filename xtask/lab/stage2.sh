@@ -1,0 +1,33 @@
+#!/bin/sh
+# L1 stage 2: PID 1 of L1 after switch_root into the host's (read-only) root.
+#
+# Usage (by l1-init.sh): stage2.sh OUTDIR
+# Mounts proc, sysfs and friends, brings `lo` up, points TMPDIR at a tmpfs,
+# runs OUTDIR/cmd.sh (written by the xtask), records its exit status in
+# OUTDIR/status and powers L1 off. Meanwhile it rewrites OUTDIR/heartbeat
+# every 5 s. The console is L1's serial port: cmd.sh
+# decides itself what goes there and what goes into files under OUTDIR.
+out=$1
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export TMPDIR=/tmp HOME=/tmp LAB_OUT="$out"
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+ip link set lo up
+
+echo "LAB-L1 stage2 uptime=$(cut -d' ' -f1 /proc/uptime)"
+# A heartbeat for the host, which takes an L1 that stops writing it for
+# hung (the host compares contents: L1's clock need not match its own).
+(while :; do cut -d' ' -f1 /proc/uptime > "$out/heartbeat"; sleep 5; done) &
+sh "$out/cmd.sh"
+status=$?
+echo "$status" > "$out/status"
+sync
+echo "LAB-L1 done status=$status uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo o > /proc/sysrq-trigger
+# PID 1 must not exit (that panics L1); the power-off above is asynchronous.
+sleep 60
