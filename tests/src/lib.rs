@@ -13,7 +13,8 @@
 //! - [`checks`]: whole-guest checks shared by the test modules.
 //!
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
-//! the same image: validates the lab itself).
+//! the same image: validates the lab itself), `virtio_tap` (virtio-net over
+//! a tap and bridge, the jail, and a seccomp kill).
 
 pub mod checks;
 pub mod env;
@@ -25,3 +26,5 @@ pub mod vmm;
 mod boot;
 #[cfg(test)]
 mod qemu;
+#[cfg(test)]
+mod virtio_tap;

@@ -30,26 +30,37 @@ impl<B: NetBackend> Net<B> {
             source,
         };
         let mut used = false;
+        // virtio-queue's notification loop: with EVENT_IDX,
+        // enable_notification is what publishes avail_event. Without it,
+        // avail_event stays where the driver zeroed it, and Linux (whose
+        // vring_need_event then says no) kicks for the first command only,
+        // then busy-polls the second one forever.
         loop {
-            let next = q.iter(mem).map_err(ring)?.next();
-            let Some(chain) = next else {
+            q.disable_notification(mem).map_err(ring)?;
+            loop {
+                let next = q.iter(mem).map_err(ring)?.next();
+                let Some(chain) = next else {
+                    break;
+                };
+                let head = chain.head_index();
+                let Some(ack_at) = self.read_command(mem, chain)? else {
+                    return Err(Error::BadChain { queue: CTRL, head });
+                };
+                let ack = match self.ctrl_buf.len() {
+                    0..=CTRL_MAX => self.command(),
+                    _ => CTRL_ERR,
+                };
+                mem.write_obj(ack, ack_at).map_err(|_| Error::BadBuffer {
+                    queue: CTRL,
+                    addr: ack_at.0,
+                    len: 1,
+                })?;
+                q.add_used(mem, head, 1).map_err(ring)?;
+                used = true;
+            }
+            if !q.enable_notification(mem).map_err(ring)? {
                 break;
-            };
-            let head = chain.head_index();
-            let Some(ack_at) = self.read_command(mem, chain)? else {
-                return Err(Error::BadChain { queue: CTRL, head });
-            };
-            let ack = match self.ctrl_buf.len() {
-                0..=CTRL_MAX => self.command(),
-                _ => CTRL_ERR,
-            };
-            mem.write_obj(ack, ack_at).map_err(|_| Error::BadBuffer {
-                queue: CTRL,
-                addr: ack_at.0,
-                len: 1,
-            })?;
-            q.add_used(mem, head, 1).map_err(ring)?;
-            used = true;
+            }
         }
         if used {
             ctx.mark_used(CTRL);

@@ -3,6 +3,7 @@
 //! memory, with fake interrupts and backends.
 
 mod hostile;
+mod linux;
 mod net;
 mod transport;
 
@@ -308,7 +309,11 @@ impl Harness<FakeBackend> {
 
 impl<B: NetBackend> Harness<B> {
     pub fn on(backend: B) -> Self {
-        let mem = memory();
+        Self::on_memory(backend, memory())
+    }
+
+    /// A device on `backend` over guest memory `mem`.
+    pub fn on_memory(backend: B, mem: GuestMemoryMmap) -> Self {
         let irq = FakeIrq::default();
         let net = Net::new(backend, Some([0x02, 0, 0, 0, 0, 1]), 256).unwrap();
         let dev = VirtioNetPci::new(net, mem.clone(), irq.clone()).unwrap();

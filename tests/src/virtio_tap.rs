@@ -1,0 +1,213 @@
+//! Lab scenario `virtio_tap`: moatvm's virtio-net-pci over a tap it creates
+//! and enslaves to a bridge, in its jailed device process (issue 3). The
+//! bridge and its address live inside L1; no traffic leaves it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::checks::{wait_event, BOOT_TIMEOUT, STEP_TIMEOUT};
+use crate::env::LabEnv;
+use crate::guest::Guest;
+use crate::process::Running;
+use crate::vmm::Vmm;
+
+const BRIDGE: &str = "br0";
+const HOST_IP: &str = "10.0.0.1";
+const TAP: &str = "tapm";
+const MAC: &str = "52:54:00:12:34:56";
+/// iperf3 runs take a few seconds each; a ping round trip is slow here.
+const NET_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn sh(cmd: &str) -> Result<()> {
+    let status = Command::new("sh").arg("-c").arg(cmd).status()?;
+    ensure!(status.success(), "`{cmd}` failed: {status}");
+    Ok(())
+}
+
+/// The bridge with the host's address and an iperf3 server on it (made once
+/// per L1 boot; later calls find it there).
+fn host_side() -> Result<()> {
+    if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
+        sh(&format!(
+            "ip link add {BRIDGE} type bridge && ip addr add {HOST_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
+        ))?;
+        sh(&format!("iperf3 -s -D -B {HOST_IP} >/dev/null 2>&1"))?;
+    }
+    Ok(())
+}
+
+fn nic_args() -> Vec<String> {
+    vec![
+        "--netdev".into(),
+        format!("tap,id=n0,ifname={TAP},br={BRIDGE}"),
+        "--device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={MAC}"),
+    ]
+}
+
+fn boot(log: &str, actions: &str, extra: &[&str]) -> Result<(LabEnv, Running)> {
+    host_side()?;
+    let env = LabEnv::from_env()?;
+    let guest = Guest::quiet()
+        .moat("nic", "virtio_net")
+        .moat("ip", "10.0.0.2/24")
+        .action(actions);
+    let mut args = nic_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vm = Vmm::Moatvm.boot_with(&env, &guest, log, &args)?;
+    Ok((env, vm))
+}
+
+fn tap_exists() -> bool {
+    Path::new(&format!("/sys/class/net/{TAP}")).exists()
+}
+
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn ping_and_iperf_both_ways() -> Result<()> {
+    let (_env, mut vm) = boot(
+        "virtio-tap-traffic",
+        &format!("ping:{HOST_IP}:5,iperf:{HOST_IP}:3:tx,iperf:{HOST_IP}:3:rx,reboot"),
+        &[],
+    )?;
+    wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
+    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
+    ensure!(
+        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
+        "virtio_net should bind with {MAC}: {net:?}\n{}",
+        vm.report()
+    );
+    ensure!(tap_exists(), "{TAP} should exist while the VM runs");
+    let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+    ensure!(
+        ping.number("received")? == 5.0,
+        "ping lost packets: {ping:?}\n{}",
+        vm.report()
+    );
+    for dir in ["tx", "rx"] {
+        let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+        ensure!(
+            iperf.get("dir") == Some(dir) && iperf.number("mbits")? > 0.0,
+            "iperf3 {dir} failed: {iperf:?}\n{}",
+            vm.report()
+        );
+    }
+    vm.expect_success(STEP_TIMEOUT)?;
+    ensure!(!tap_exists(), "{TAP} should be gone after moatvm exits");
+    Ok(())
+}
+
+/// `/proc/<pid>/status` field `key`.
+fn status_field(pid: u32, key: &str) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+fn ns(pid: u32, kind: &str) -> Result<String> {
+    Ok(std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The processes whose parent is `parent`.
+fn children(parent: u32) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if status_field(pid, "PPid").ok().and_then(|p| p.parse().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn every_process_but_the_launcher_is_jailed() -> Result<()> {
+    let (_env, mut vm) = boot("virtio-tap-jail", "sleep:600", &[])?;
+    wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
+    wait_event(&mut vm, "action", STEP_TIMEOUT)?;
+    let launcher = vm.pid();
+    let kids = children(launcher)?;
+    ensure!(
+        kids.len() >= 2,
+        "expected a vCPU and a NIC process under the launcher, found {kids:?}"
+    );
+    let mut nic = None;
+    for &pid in &kids {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))?;
+        for (key, want) in [
+            ("Seccomp", "2"),
+            ("NoNewPrivs", "1"),
+            ("CapEff", "0000000000000000"),
+        ] {
+            let got = status_field(pid, key)?;
+            ensure!(
+                got == want,
+                "pid {pid} ({cmdline:.40}): {key} is {got}, expected {want}"
+            );
+        }
+        for kind in ["mnt", "pid", "net"] {
+            ensure!(
+                ns(pid, kind)? != ns(launcher, kind)?,
+                "pid {pid} shares the launcher's {kind} namespace"
+            );
+        }
+        if cmdline.contains("__device") {
+            nic = Some(pid);
+        }
+    }
+    let nic = nic.context("no NIC process found")?;
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{nic}/root"))?.collect();
+    ensure!(
+        root.is_empty(),
+        "the NIC process's root is not empty: {} entries",
+        root.len()
+    );
+    // SIGTERM to the launcher ends the VM cleanly and removes the tap.
+    sh(&format!("kill -TERM {launcher}"))?;
+    vm.expect_success(STEP_TIMEOUT)?;
+    ensure!(!tap_exists(), "{TAP} should be gone after moatvm exits");
+    Ok(())
+}
+
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn a_forbidden_syscall_kills_the_device_and_ends_the_vm() -> Result<()> {
+    let (env, mut vm) = boot(
+        "virtio-tap-sigsys",
+        "sleep:600",
+        &["--x-violate-seccomp", "net0"],
+    )?;
+    let status = vm.wait_exit(BOOT_TIMEOUT)?;
+    if status.success() {
+        bail!(
+            "moatvm should fail when a device process breaks its policy\n{}",
+            vm.report()
+        );
+    }
+    let stderr = std::fs::read_to_string(
+        env.out_file("virtio-tap-sigsys")
+            .with_extension("stderr.log"),
+    )?;
+    for needle in ["net0 (virtio-net-pci)", "SIGSYS", "openat"] {
+        ensure!(
+            stderr.contains(needle),
+            "moatvm's message should name {needle:?}:\n{stderr}"
+        );
+    }
+    ensure!(!tap_exists(), "{TAP} should be gone after moatvm exits");
+    Ok(())
+}
