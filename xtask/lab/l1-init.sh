@@ -41,7 +41,12 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroo
     || fail "mounting the host root"
 mount -t devtmpfs devtmpfs /host/dev || fail "devtmpfs on /host/dev"
 mount -t tmpfs -o mode=0755 tmpfs /host/run || fail "tmpfs on /host/run"
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "tmpfs on /host/tmp"
+# A fresh tmpfs on /tmp, unless the checkout itself lives under /tmp (then
+# the host's /tmp stays visible, read-only, and stage 2 puts TMPDIR on /run).
+case "$out" in
+    /tmp/*) ;;
+    *) mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail "tmpfs on /host/tmp" ;;
+esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 labout "/host$out" \
     || fail "mounting the results share on $out"
 

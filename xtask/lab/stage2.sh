@@ -9,7 +9,13 @@
 # decides itself what goes there and what goes into files under OUTDIR.
 out=$1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export TMPDIR=/tmp HOME=/tmp LAB_OUT="$out"
+# /tmp is a tmpfs unless the checkout lives under /tmp (see l1-init.sh).
+tmp=/tmp
+if ! touch /tmp/.lab-writable 2>/dev/null; then
+    tmp=/run/lab-tmp
+    mkdir -p "$tmp" && chmod 1777 "$tmp"
+fi
+export TMPDIR="$tmp" HOME="$tmp" LAB_OUT="$out"
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -135,8 +135,9 @@ pub fn run(image: &LabImage, job: &Job, run: &str) -> Result<Outcome> {
                 path.display()
             );
         }
-        // L1 mounts its own file systems over these.
-        if ["/tmp", "/run", "/dev", "/proc", "/sys"]
+        // L1 mounts its own file systems over these (over /tmp only when
+        // the checkout is elsewhere: see l1-init.sh).
+        if ["/run", "/dev", "/proc", "/sys"]
             .iter()
             .any(|top| path.starts_with(top))
         {
