@@ -5,6 +5,8 @@ use crate::guest::{Event, Guest};
 use crate::process::Running;
 use crate::vmm::Vmm;
 use anyhow::{bail, ensure, Result};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// From VMM start to the init's first line (nested virtualization under
@@ -84,4 +86,56 @@ pub fn boot_count_cpus_and_end(vmm: Vmm, cpus: u32, ending: Ending, log: &str) -
         );
     }
     Ok(())
+}
+
+/// The bridge in L1 that networked guests join, and L1's address on it.
+pub const BRIDGE: &str = "br0";
+pub const BRIDGE_IP: &str = "10.0.0.1";
+
+/// Runs a shell command in L1; fails unless it succeeds.
+pub fn sh(cmd: &str) -> Result<()> {
+    let status = Command::new("sh").arg("-c").arg(cmd).status()?;
+    ensure!(status.success(), "`{cmd}` failed: {status}");
+    Ok(())
+}
+
+/// Makes [`BRIDGE`] with [`BRIDGE_IP`]/24 and an `iperf3` server bound to
+/// that address, once per L1 boot (later calls find the bridge there).
+pub fn bridge_with_iperf_server() -> Result<()> {
+    if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
+        sh(&format!(
+            "ip link add {BRIDGE} type bridge && ip addr add {BRIDGE_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
+        ))?;
+        sh(&format!("iperf3 -s -D -B {BRIDGE_IP} >/dev/null 2>&1"))?;
+    }
+    Ok(())
+}
+
+/// A tap made in L1 and enslaved to [`BRIDGE`], for a VMM that opens an
+/// existing tap (QEMU with `script=no`); deleted on drop.
+pub struct BridgedTap {
+    pub name: String,
+}
+
+impl BridgedTap {
+    /// Creates `name` (deleting a leftover of that name first).
+    pub fn create(name: &str) -> Result<BridgedTap> {
+        if Path::new(&format!("/sys/class/net/{name}")).exists() {
+            sh(&format!("ip link del {name}"))?;
+        }
+        sh(&format!(
+            "ip tuntap add {name} mode tap && ip link set {name} master {BRIDGE} up"
+        ))?;
+        Ok(BridgedTap {
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for BridgedTap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .status();
+    }
 }

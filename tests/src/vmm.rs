@@ -68,6 +68,28 @@ impl Vmm {
         }
     }
 
+    /// Options that give the VM one virtio-net-pci NIC with `mac` over the
+    /// tap `tap` in `bridge`. moatvm creates the tap, enslaves it and
+    /// removes it itself; QEMU (userspace virtio-net: `vhost=off`) opens a
+    /// tap that must already exist in the bridge (see
+    /// [`crate::checks::BridgedTap`]).
+    pub fn virtio_tap_args(self, tap: &str, bridge: &str, mac: &str) -> Vec<String> {
+        match self {
+            Vmm::Moatvm => vec![
+                "--netdev".into(),
+                format!("tap,id=n0,ifname={tap},br={bridge}"),
+                "--device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ],
+            Vmm::Qemu => vec![
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ],
+        }
+    }
+
     /// Boots `guest`; logs go to `OUT/<log>.serial.log` and `.stderr.log`.
     pub fn boot(self, env: &LabEnv, guest: &Guest, log: &str) -> Result<Running> {
         self.boot_with(env, guest, log, &[])

@@ -1,17 +1,21 @@
 //! The benchmark cases (a table: one entry per case) and their measurement,
-//! which runs inside L1 (`xtask bench-inner`, started by `bench`). Each run
-//! is one line in the results file:
-//! `RUN<TAB>case<TAB>vmm<TAB>ok<TAB>value` or `...<TAB>error<TAB>message`.
+//! which runs inside L1 (`xtask bench-inner`, started by `bench`). Cases
+//! measured in the same guest share a [`Probe`]: one boot per VMM and run
+//! gives all their figures. Each run of a case is one line in the results
+//! file: `RUN<TAB>case<TAB>vmm<TAB>ok<TAB>value` or `...<TAB>error<TAB>message`.
 
-use anyhow::{ensure, Result};
-use e2e::checks::BOOT_TIMEOUT;
+use anyhow::{bail, ensure, Context, Result};
+use e2e::checks::{
+    bridge_with_iperf_server, wait_event, BridgedTap, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP, STEP_TIMEOUT,
+};
 use e2e::env::LabEnv;
 use e2e::guest::Guest;
+use e2e::process::Running;
 use e2e::vmm::Vmm;
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The unit of a case's figure, and which way is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,43 +43,63 @@ impl Unit {
     }
 }
 
-/// Measures one run of a case under a VMM (inside L1).
-pub type Measure = fn(&LabEnv, Vmm, usize) -> Result<f64>;
+/// One run's figures, each named by its case; a case's figure may fail on
+/// its own (e.g. one iperf3 direction) while the others count.
+pub type Figures = Vec<(&'static str, Result<f64>)>;
 
-/// A benchmark case; `measure: None` is not implemented yet.
+/// Measures one run under a VMM (inside L1): one boot giving the figures of
+/// the cases named (those of the probe's cases that were asked for).
+pub type Measure = fn(&LabEnv, Vmm, usize, &[&str]) -> Result<Figures>;
+
+/// A measurement shared by one or more cases.
+pub struct Probe {
+    pub name: &'static str,
+    pub measure: Measure,
+}
+
+/// A benchmark case; `probe: None` is not implemented yet.
 pub struct Case {
     pub name: &'static str,
     pub unit: Unit,
-    pub measure: Option<Measure>,
+    pub probe: Option<&'static Probe>,
 }
 
-const fn case(name: &'static str, unit: Unit, measure: Option<Measure>) -> Case {
-    Case {
-        name,
-        unit,
-        measure,
-    }
+const fn case(name: &'static str, unit: Unit, probe: Option<&'static Probe>) -> Case {
+    Case { name, unit, probe }
 }
+
+const BOOT: Probe = Probe {
+    name: "boot",
+    measure: boot,
+};
+const VIRTIO_TAP: Probe = Probe {
+    name: "virtio-tap",
+    measure: virtio_tap,
+};
+const MEM: Probe = Probe {
+    name: "mem",
+    measure: mem,
+};
 
 /// Every case, in report order.
 pub const CASES: &[Case] = &[
-    case("boot", Unit::Seconds, Some(boot)),
-    case("virtio-tap-tx", Unit::Mbits, None),
-    case("virtio-tap-rx", Unit::Mbits, None),
+    case("boot", Unit::Seconds, Some(&BOOT)),
+    case("virtio-tap-tx", Unit::Mbits, Some(&VIRTIO_TAP)),
+    case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("vhost-tx", Unit::Mbits, None),
     case("vhost-rx", Unit::Mbits, None),
     case("e1000-tx", Unit::Mbits, None),
     case("e1000-rx", Unit::Mbits, None),
     case("user-tx", Unit::Mbits, None),
     case("user-rx", Unit::Mbits, None),
-    case("ping-virtio", Unit::Millis, None),
-    case("mem", Unit::Mib, None),
+    case("ping-virtio", Unit::Millis, Some(&VIRTIO_TAP)),
+    case("mem", Unit::Mib, Some(&MEM)),
 ];
 
 /// `boot`: wall seconds from the VMM's start to its exit, for a guest whose
 /// init reboots at once. The run counts only if the guest's init started,
 /// it rebooted and the VMM exited with status 0.
-fn boot(env: &LabEnv, vmm: Vmm, run: usize) -> Result<f64> {
+fn boot(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> {
     let guest = Guest::new().word("quiet").action("reboot");
     let log = format!("bench-boot-{}-{run}", vmm.name());
     let start = Instant::now();
@@ -95,7 +119,248 @@ fn boot(env: &LabEnv, vmm: Vmm, run: usize) -> Result<f64> {
         "the guest did not reboot\n{}",
         vm.report()
     );
-    Ok(seconds)
+    Ok(vec![("boot", Ok(seconds))])
+}
+
+/// The guest's address on [`BRIDGE`].
+const GUEST_IP: &str = "10.0.0.2/24";
+/// iperf3 seconds per direction, and pings per run.
+const IPERF_SECS: u32 = 5;
+const PINGS: u32 = 10;
+/// For one iperf3 or ping step (slow under nested TCG).
+const NET_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The tap (moatvm makes its own; QEMU's is made by [`BridgedTap`]) and MAC
+/// of each VMM's NIC.
+fn tap_and_mac(vmm: Vmm) -> (&'static str, &'static str) {
+    match vmm {
+        Vmm::Moatvm => ("tapb", "52:54:00:12:34:56"),
+        Vmm::Qemu => ("tapq", "52:54:00:12:34:57"),
+    }
+}
+
+/// Boots a 512 MiB, one-vCPU guest with one virtio-net-pci NIC over a tap
+/// in [`BRIDGE`], running `steps`; waits for its network to be up. The tap
+/// QEMU needs lives as long as the returned guard.
+fn boot_on_bridge(
+    env: &LabEnv,
+    vmm: Vmm,
+    log: &str,
+    steps: &str,
+) -> Result<(Running, Option<BridgedTap>)> {
+    bridge_with_iperf_server()?;
+    let (tap, mac) = tap_and_mac(vmm);
+    let made = match vmm {
+        Vmm::Moatvm => None,
+        Vmm::Qemu => Some(BridgedTap::create(tap)?),
+    };
+    let guest = Guest::new()
+        .word("quiet")
+        .moat("nic", "virtio_net")
+        .moat("ip", GUEST_IP)
+        .action(steps);
+    let args = vmm.virtio_tap_args(tap, BRIDGE, mac);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = vmm.boot_with(env, &guest, log, &args)?;
+    wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
+    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
+    ensure!(
+        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(mac),
+        "the guest's NIC should be virtio_net with {mac}: {net:?}\n{}",
+        vm.report()
+    );
+    Ok((vm, made))
+}
+
+/// `ping-virtio`, `virtio-tap-tx`, `virtio-tap-rx`: in one guest on the
+/// bridge, the average of [`PINGS`] guest→L1 pings (ms), then iperf3
+/// guest→L1 and L1→guest (`-R`) for [`IPERF_SECS`] s each (receiver's
+/// Mbit/s). moatvm: its virtio-net-pci device process; QEMU: userspace
+/// virtio-net (no vhost) on a tap of its own in the same bridge.
+fn virtio_tap(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
+    let ping = cases.contains(&"ping-virtio");
+    let dirs: Vec<(&'static str, &str)> = [("virtio-tap-tx", "tx"), ("virtio-tap-rx", "rx")]
+        .into_iter()
+        .filter(|(case, _)| cases.contains(case))
+        .collect();
+    let mut steps = Vec::new();
+    if ping {
+        steps.push(format!("ping:{BRIDGE_IP}:{PINGS}"));
+    }
+    for (_, dir) in &dirs {
+        steps.push(format!("iperf:{BRIDGE_IP}:{IPERF_SECS}:{dir}"));
+    }
+    steps.push("reboot".into());
+    let log = format!("bench-virtio-tap-{}-{run}", vmm.name());
+    let (mut vm, _tap) = boot_on_bridge(env, vmm, &log, &steps.join(","))?;
+    let mut figures: Figures = Vec::new();
+    if ping {
+        let event = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+        let figure = (|| {
+            ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
+            event.number("avg_ms")
+        })();
+        figures.push(("ping-virtio", figure));
+    }
+    for (case, dir) in dirs {
+        let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+        ensure!(
+            event.get("dir") == Some(dir),
+            "expected the iperf3 {dir} result, got {event:?}"
+        );
+        let figure = match event.get("error") {
+            Some(error) => Err(anyhow::anyhow!("iperf3 {dir} failed: {error}")),
+            None => event.number("mbits"),
+        };
+        figures.push((case, figure));
+    }
+    vm.expect_success(STEP_TIMEOUT)?;
+    Ok(figures)
+}
+
+/// How long the idle guest settles before the measurement.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// `mem`: the VMM's own memory, MiB: the PSS of every process of the VMM
+/// (the launcher and its descendants) once the guest (512 MiB, one
+/// virtio-net NIC on the bridge) has booted and idles, minus the guest RAM
+/// mappings' share (moatvm: the `moatvm-guest-ram` memfd; QEMU: the mapping
+/// at least as large as the guest's memory). The per-process breakdown is
+/// printed on the first run (`LAB-BENCH-MEM` lines).
+fn mem(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> {
+    let log = format!("bench-mem-{}-{run}", vmm.name());
+    let (mut vm, _tap) = boot_on_bridge(env, vmm, &log, "sleep:30")?;
+    vm.wait_for("`MOAT action name=sleep` line", STEP_TIMEOUT, |l| {
+        e2e::guest::Event::parse(l)
+            .is_some_and(|e| e.name == "action" && e.get("name") == Some("sleep"))
+    })?;
+    std::thread::sleep(SETTLE);
+    let guest_kib = u64::from(Guest::new().memory_mib) * 1024;
+    let mut pids = vec![vm.pid()];
+    pids.extend(descendants(vm.pid())?);
+    let mut rest_kib = 0;
+    let mut ram_seen = false;
+    let mut breakdown = Vec::new();
+    for &pid in &pids {
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps"))
+            .with_context(|| format!("reading /proc/{pid}/smaps"))?;
+        let pss = pss_split(&smaps, |name, size_kib| match vmm {
+            Vmm::Moatvm => name.contains("memfd:moatvm-guest-ram"),
+            Vmm::Qemu => size_kib >= guest_kib,
+        });
+        ram_seen |= pss.ram_mappings > 0;
+        rest_kib += pss.total_kib - pss.ram_kib;
+        let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd: Vec<&str> = cmdline.split('\0').filter(|w| !w.is_empty()).collect();
+        let cmd: String = cmd.join(" ").chars().take(60).collect();
+        breakdown.push(format!(
+            "LAB-BENCH-MEM {} pid={pid} pss_kib={} guest_ram_pss_kib={} guest_ram_mappings={} rest_kib={} cmd={cmd:?}",
+            vmm.name(),
+            pss.total_kib,
+            pss.ram_kib,
+            pss.ram_mappings,
+            pss.total_kib - pss.ram_kib
+        ));
+    }
+    if run == 0 {
+        for line in &breakdown {
+            println!("{line}");
+        }
+    }
+    // SIGTERM ends either VMM cleanly (moatvm then removes its tap).
+    // SAFETY: kill(2) on the VMM's own pid, a child we have not reaped.
+    unsafe { libc::kill(vm.pid() as libc::pid_t, libc::SIGTERM) };
+    vm.wait_exit(STEP_TIMEOUT)?;
+    if !ram_seen {
+        bail!(
+            "no guest RAM mapping found in {} processes {pids:?}",
+            vmm.name()
+        );
+    }
+    Ok(vec![("mem", Ok(rest_kib as f64 / 1024.0))])
+}
+
+/// Every process below `root` (children by `PPid`, recursively).
+fn descendants(root: u32) -> Result<Vec<u32>> {
+    let mut parents = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(parent) = todo.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !out.contains(&pid) {
+                out.push(pid);
+                todo.push(pid);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A process's PSS (kB), and the part in guest-RAM mappings.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pss {
+    total_kib: u64,
+    ram_kib: u64,
+    ram_mappings: usize,
+}
+
+/// Sums `Pss:` over the mappings of a `/proc/PID/smaps`, and separately
+/// over those for which `is_ram(name, size_kib)` holds.
+fn pss_split(smaps: &str, is_ram: impl Fn(&str, u64) -> bool) -> Pss {
+    let mut pss = Pss::default();
+    // The current mapping's name and whether it is guest RAM.
+    let mut name = String::new();
+    let mut ram = false;
+    for line in smaps.lines() {
+        let Some(first) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [name]`.
+            name = line
+                .split_whitespace()
+                .skip(5)
+                .collect::<Vec<_>>()
+                .join(" ");
+            ram = false;
+            continue;
+        }
+        let kib = || {
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match first {
+            "Size:" => {
+                ram = is_ram(&name, kib());
+                pss.ram_mappings += usize::from(ram);
+            }
+            "Pss:" => {
+                pss.total_kib += kib();
+                if ram {
+                    pss.ram_kib += kib();
+                }
+            }
+            _ => {}
+        }
+    }
+    pss
 }
 
 /// Options of `xtask bench-inner`.
@@ -112,22 +377,32 @@ pub struct InnerOptions {
     results: PathBuf,
 }
 
-/// Runs the cases, alternating the VMMs (and which goes first) run by run.
-/// A VMM that fails a run is not run again for that case.
+/// Runs the cases, alternating the VMMs (and which goes first) run by run;
+/// cases sharing a probe are measured in the same boots. A VMM whose run
+/// fails is not run again for that probe's cases.
 pub fn inner(opts: &InnerOptions) -> Result<()> {
     let env = LabEnv::from_env()?;
     let mut results = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&opts.results)?;
-    for name in opts.cases.split(',') {
-        let Some(Case {
-            measure: Some(measure),
-            ..
-        }) = CASES.iter().find(|c| c.name == name)
-        else {
-            continue;
-        };
+    let wanted: Vec<&Case> = opts
+        .cases
+        .split(',')
+        .filter_map(|name| CASES.iter().find(|c| c.name == name))
+        .collect();
+    let mut probes: Vec<&Probe> = Vec::new();
+    for probe in wanted.iter().filter_map(|c| c.probe) {
+        if !probes.iter().any(|p| p.name == probe.name) {
+            probes.push(probe);
+        }
+    }
+    for probe in probes {
+        let names: Vec<&str> = wanted
+            .iter()
+            .filter(|c| c.probe.is_some_and(|p| p.name == probe.name))
+            .map(|c| c.name)
+            .collect();
         let mut failed = Vec::new();
         for run in 0..opts.runs {
             let mut order = Vmm::ALL;
@@ -138,22 +413,72 @@ pub fn inner(opts: &InnerOptions) -> Result<()> {
                 if failed.contains(&vmm) {
                     continue;
                 }
-                let line = match measure(&env, vmm, run) {
-                    Ok(value) => format!("ok\t{value}"),
+                let lines: Vec<(&str, String)> = match (probe.measure)(&env, vmm, run, &names) {
+                    Ok(figures) => names
+                        .iter()
+                        .map(|&name| {
+                            let line = match figures.iter().find(|(case, _)| *case == name) {
+                                Some((_, Ok(value))) => format!("ok\t{value}"),
+                                Some((_, Err(e))) => error_field(e),
+                                None => "error\tthe run gave no figure".to_string(),
+                            };
+                            (name, line)
+                        })
+                        .collect(),
                     Err(e) => {
                         failed.push(vmm);
-                        // The root cause first: the report shows the start.
-                        let msg = format!("{} ({e:#})", e.root_cause());
-                        let msg = msg.replace(['\n', '\t'], " | ");
-                        format!("error\t{msg}")
+                        let line = error_field(&e);
+                        names.iter().map(|&name| (name, line.clone())).collect()
                     }
                 };
-                let short: String = line.replace('\t', " ").chars().take(160).collect();
-                println!("LAB-BENCH {name} {} run {}: {short}", vmm.name(), run + 1);
-                writeln!(results, "RUN\t{name}\t{}\t{line}", vmm.name())?;
+                for (name, line) in lines {
+                    let short: String = line.replace('\t', " ").chars().take(160).collect();
+                    println!("LAB-BENCH {name} {} run {}: {short}", vmm.name(), run + 1);
+                    writeln!(results, "RUN\t{name}\t{}\t{line}", vmm.name())?;
+                }
                 results.flush()?;
             }
         }
     }
     Ok(())
+}
+
+/// `error<TAB>message`, the root cause first (the report shows the start),
+/// on one line.
+fn error_field(e: &anyhow::Error) -> String {
+    let msg = format!("{} ({e:#})", e.root_cause());
+    format!("error\t{}", msg.replace(['\n', '\t'], " | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pss_split_separates_the_guest_ram() {
+        let smaps = "\
+55d0c0000000-55d0c0001000 r-xp 00000000 08:01 42 /usr/bin/moatvm
+Size:                  4 kB
+Rss:                   4 kB
+Pss:                   3 kB
+VmFlags: rd ex
+7f0000000000-7f0020000000 rw-s 00000000 00:01 7 /memfd:moatvm-guest-ram (deleted)
+Size:             524288 kB
+Pss:               90000 kB
+7f0030000000-7f0030021000 rw-p 00000000 00:00 0
+Size:                132 kB
+Pss:                  20 kB
+";
+        let pss = pss_split(smaps, |name, _| name.contains("memfd:moatvm-guest-ram"));
+        assert_eq!(
+            pss,
+            Pss {
+                total_kib: 90023,
+                ram_kib: 90000,
+                ram_mappings: 1
+            }
+        );
+        let by_size = pss_split(smaps, |_, size| size >= 512 * 1024);
+        assert_eq!(by_size.ram_kib, 90000);
+    }
 }

@@ -28,24 +28,36 @@ pub struct Options {
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// The guest init's steps (`moat.action=`), e.g. `sleep:3,poweroff`.
-    #[arg(long, default_value = "reboot")]
+    #[arg(long, default_value = "ping:10.0.0.1:3,reboot")]
     action: String,
     /// Kill L1 after this many minutes.
     #[arg(long, default_value_t = 10)]
     timeout_mins: u64,
 }
 
-/// The demo guest. Once moatvm has NICs, give it networking here, e.g.
-/// `.moat("nic", "virtio_net").moat("ip", "10.0.2.15/24")`, with the
-/// matching device in [`vmm_extra_args`].
+/// The bridge the demo guest's NIC hangs on, and the host's address on it
+/// (inside L1: nothing leaves the lab VM).
+const BRIDGE: &str = "br0";
+const HOST_IP: &str = "10.0.0.1";
+
+/// The demo guest: a virtio-net NIC at 10.0.0.2 that pings the host side.
 fn demo_guest(opts: &Options) -> Guest {
-    Guest::new().cpus(opts.cpus).action(&opts.action)
+    Guest::new()
+        .cpus(opts.cpus)
+        .moat("nic", "virtio_net")
+        .moat("ip", "10.0.0.2/24")
+        .action(&opts.action)
 }
 
 /// Options added to the VMM's command line (devices, backends).
 fn vmm_extra_args(vmm: Vmm) -> Vec<String> {
     match vmm {
-        Vmm::Moatvm => vec![],
+        Vmm::Moatvm => vec![
+            "--netdev".into(),
+            format!("tap,id=n0,ifname=tapdemo,br={BRIDGE}"),
+            "--device".into(),
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".into(),
+        ],
         Vmm::Qemu => vec![],
     }
 }
@@ -97,7 +109,9 @@ fn direct(image: &LabImage, moatvm: &std::path::Path, vmm: Vmm, guest: &Guest) -
         qemu: cmd::which("qemu-system-x86_64")?,
         out,
     };
-    let mut cmd = command(&env, vmm, guest);
+    // On a host with hardware virtualization the demo does not touch the
+    // host's network: no NIC.
+    let mut cmd = vmm.command(&env, guest);
     println!("$ {}", cmd::display(&cmd));
     let status = cmd.stdin(Stdio::null()).status()?;
     println!("demo: {} exited: {status}", vmm.name());
@@ -124,6 +138,10 @@ fn in_l1(
     };
     let line = cmd::display(&command(&env, vmm, guest));
     let mut script = suite::exports(image, moatvm, "\"$LAB_OUT/vms\"")?;
+    writeln!(
+        script,
+        "ip link add {BRIDGE} type bridge && ip addr add {HOST_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
+    )?;
     writeln!(script, "echo {}", cmd::quote(format!("LAB-DEMO $ {line}")))?;
     writeln!(script, "{line} < /dev/null")?;
     writeln!(script, "status=$?")?;
