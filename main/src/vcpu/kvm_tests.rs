@@ -3,7 +3,6 @@
 //! the reset and power-off paths, vCPU failure, and stopping from outside.
 //! They need /dev/kvm and fail without it.
 
-use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,26 +14,12 @@ use super::bus::{BusDevice, DeviceRequest};
 use super::runner::VmEnd;
 use super::vm::{Vm, VmSpec};
 use crate::platform::acpi_pm::S5_SLP_TYP;
-use crate::platform::serial::SerialOutput;
+use crate::platform::serial::{SerialOutput, Sink};
 
 /// Where test code is placed and starts.
 const CODE: u64 = 0x1000;
 /// A VM that has not ended by then is a failed test, not a hang.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Collects what the guest writes to COM1.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A few x86 instructions in 32-bit protected mode, encoded by hand.
 #[derive(Default)]
