@@ -3,59 +3,32 @@
 //! bridge and its address live inside L1; no traffic leaves it.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::checks::{wait_event, BOOT_TIMEOUT, STEP_TIMEOUT};
+use crate::checks::{
+    bridge_with_iperf_server, sh, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP,
+    STEP_TIMEOUT,
+};
 use crate::env::LabEnv;
 use crate::guest::Guest;
 use crate::process::Running;
 use crate::vmm::Vmm;
 
-const BRIDGE: &str = "br0";
-const HOST_IP: &str = "10.0.0.1";
 const TAP: &str = "tapm";
 const MAC: &str = "52:54:00:12:34:56";
 /// iperf3 runs take a few seconds each; a ping round trip is slow here.
 const NET_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sh(cmd: &str) -> Result<()> {
-    let status = Command::new("sh").arg("-c").arg(cmd).status()?;
-    ensure!(status.success(), "`{cmd}` failed: {status}");
-    Ok(())
-}
-
-/// The bridge with the host's address and an iperf3 server on it (made once
-/// per L1 boot; later calls find it there).
-fn host_side() -> Result<()> {
-    if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
-        sh(&format!(
-            "ip link add {BRIDGE} type bridge && ip addr add {HOST_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
-        ))?;
-        sh(&format!("iperf3 -s -D -B {HOST_IP} >/dev/null 2>&1"))?;
-    }
-    Ok(())
-}
-
-fn nic_args() -> Vec<String> {
-    vec![
-        "--netdev".into(),
-        format!("tap,id=n0,ifname={TAP},br={BRIDGE}"),
-        "--device".into(),
-        format!("virtio-net-pci,netdev=n0,mac={MAC}"),
-    ]
-}
-
 fn boot(log: &str, actions: &str, extra: &[&str]) -> Result<(LabEnv, Running)> {
-    host_side()?;
+    bridge_with_iperf_server()?;
     let env = LabEnv::from_env()?;
     let guest = Guest::quiet()
         .moat("nic", "virtio_net")
         .moat("ip", "10.0.0.2/24")
         .action(actions);
-    let mut args = nic_args();
+    let mut args = Vmm::Moatvm.virtio_tap_args(TAP, BRIDGE, MAC);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let vm = Vmm::Moatvm.boot_with(&env, &guest, log, &args)?;

@@ -11,6 +11,7 @@ use crate::paths;
 use crate::setup;
 use crate::suite;
 use anyhow::{bail, Result};
+use e2e::checks::{BRIDGE, BRIDGE_IP};
 use e2e::env::LabEnv;
 use e2e::guest::Guest;
 use e2e::vmm::Vmm;
@@ -35,11 +36,6 @@ pub struct Options {
     timeout_mins: u64,
 }
 
-/// The bridge the demo guest's NIC hangs on, and the host's address on it
-/// (inside L1: nothing leaves the lab VM).
-const BRIDGE: &str = "br0";
-const HOST_IP: &str = "10.0.0.1";
-
 /// The demo guest: a virtio-net NIC at 10.0.0.2 that pings the host side.
 fn demo_guest(opts: &Options) -> Guest {
     Guest::new()
@@ -52,12 +48,7 @@ fn demo_guest(opts: &Options) -> Guest {
 /// Options added to the VMM's command line (devices, backends).
 fn vmm_extra_args(vmm: Vmm) -> Vec<String> {
     match vmm {
-        Vmm::Moatvm => vec![
-            "--netdev".into(),
-            format!("tap,id=n0,ifname=tapdemo,br={BRIDGE}"),
-            "--device".into(),
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".into(),
-        ],
+        Vmm::Moatvm => vmm.virtio_tap_args("tapdemo", BRIDGE, "52:54:00:12:34:56"),
         Vmm::Qemu => vec![],
     }
 }
@@ -140,7 +131,7 @@ fn in_l1(
     let mut script = suite::exports(image, moatvm, "\"$LAB_OUT/vms\"")?;
     writeln!(
         script,
-        "ip link add {BRIDGE} type bridge && ip addr add {HOST_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
+        "ip link add {BRIDGE} type bridge && ip addr add {BRIDGE_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
     )?;
     writeln!(script, "echo {}", cmd::quote(format!("LAB-DEMO $ {line}")))?;
     writeln!(script, "{line} < /dev/null")?;
