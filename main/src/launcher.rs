@@ -351,7 +351,15 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
                 Err(e) => log::warn!("{}: {e}", c.what),
             }
         }
-        if let Some((i, status)) = ended {
+        if let Some((mut i, mut status)) = ended {
+            // A device process exits 0 only once its channels close, that is
+            // when the vCPU process is already ending (its descriptors close
+            // before it can be reaped): let the vCPU process's end decide.
+            if i != 0 && status.code() == Some(0) {
+                if let Some(vcpu_status) = wait_briefly(&mut children[0].child, VCPU_EXIT_GRACE) {
+                    (i, status) = (0, vcpu_status);
+                }
+            }
             let c = &children[i];
             if i == 0 && status.code() == Some(0) {
                 log::debug!("the VM ended");
@@ -382,6 +390,24 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
         let _ = c.child.wait();
     }
     code
+}
+
+/// How long the vCPU process may take to be reaped after a device process
+/// saw its channels close.
+const VCPU_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits up to `grace` for `child` to end; its status if it did.
+fn wait_briefly(child: &mut jail::Child, grace: std::time::Duration) -> Option<ExitStatus> {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// How a process ended, in words; for a seccomp kill, the system call that
