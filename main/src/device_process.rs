@@ -14,12 +14,15 @@
 //! 3. map guest RAM, wrap the channels and the tap, build the model;
 //! 4. on the vm-control channel, one request at a time, each awaiting its
 //!    [`VmReply`]: `RegisterIrqfd { vector }` for every MSI-X vector
-//!    (0..n, one eventfd each), then `RegisterIoevent` for every doorbell
+//!    (0..n, one eventfd each), `RegisterIntx { resample: true }` (a
+//!    trigger and a resample eventfd) if the model has an interrupt pin,
+//!    then `RegisterIoevent` for every doorbell
 //!    the model names (BAR 0, offset 0x3000 + 4q for queue q, length 0 =
 //!    any width, no datamatch). A refused irqfd is fatal; a refused
 //!    doorbell is only logged (the guest's write then arrives as a
 //!    `BarWrite`, which the model handles the same way, only slower);
-//! 5. one epoll set over the device channel, the doorbells and the tap;
+//! 5. one epoll set over the device channel, the doorbells, the INTx
+//!    resample eventfd and the tap;
 //! 6. the seccomp filter (`virtio-net`), then serve until `Shutdown` or a
 //!    hang-up.
 //!
@@ -66,11 +69,12 @@ pub const EXIT_SETUP_FAILED: i32 = 1;
 /// Entries in each virtqueue.
 const QUEUE_SIZE: u16 = 256;
 
-/// epoll tokens: the device channel, the tap, and doorbell `i` as
-/// `DOORBELL + i`.
+/// epoll tokens: the device channel, the tap, the INTx resample eventfd,
+/// and doorbell `i` as `DOORBELL + i`.
 const TOKEN_DEVICE: u64 = 0;
 const TOKEN_TAP: u64 = 1;
-const TOKEN_DOORBELL: u64 = 2;
+const TOKEN_RESAMPLE: u64 = 2;
+const TOKEN_DOORBELL: u64 = 3;
 
 /// The process's name for messages (`net0 (virtio-net-pci)`), once known.
 static NAME: OnceLock<String> = OnceLock::new();
@@ -309,6 +313,8 @@ struct Irqfds {
     /// The vm-control channel closed: the VM is going away.
     vm_gone: AtomicBool,
     faults: Limiter,
+    /// The INTx irqfd, if the device has an interrupt pin.
+    intx: OnceLock<EventFd>,
     intx_logged: AtomicBool,
 }
 
@@ -319,6 +325,7 @@ impl Irqfds {
             vectors: OnceLock::new(),
             vm_gone: AtomicBool::new(false),
             faults: Limiter::default(),
+            intx: OnceLock::new(),
             intx_logged: AtomicBool::new(false),
         }
     }
@@ -357,12 +364,15 @@ impl Interrupts for Irqfds {
     }
 
     fn assert_intx(&self) {
-        if !self.intx_logged.swap(true, Ordering::Relaxed) {
-            warn!(
-                "{}: the guest uses INTx, which this device process does not wire up: \
-                 interrupts need MSI-X",
-                name()
-            );
+        match self.intx.get() {
+            Some(fd) => fd.signal(),
+            None if !self.intx_logged.swap(true, Ordering::Relaxed) => {
+                warn!(
+                    "{}: INTx asserted, but the device has no INTx irqfd",
+                    name()
+                )
+            }
+            None => {}
         }
     }
 }
@@ -420,6 +430,8 @@ struct Server<D> {
     device: Channel,
     /// Doorbell `i` rings queue `doorbells[i].1`.
     doorbells: Vec<(EventFd, u16)>,
+    /// Signalled by KVM when the guest acknowledged the INTx interrupt.
+    resample: Option<EventFd>,
     epoll: Epoll,
     tap_fd: RawFd,
     tap_attached: bool,
@@ -429,7 +441,7 @@ struct Server<D> {
 impl<D: NicModel> Server<D> {
     /// Hands the model's interrupt and doorbell eventfds to the vCPU
     /// process and builds the epoll set. Runs before the seccomp filter.
-    fn start(model: D, device: Channel, vm: Arc<Channel>, tap_fd: RawFd) -> Result<Self> {
+    fn start(mut model: D, device: Channel, vm: Arc<Channel>, tap_fd: RawFd) -> Result<Self> {
         let vectors = model.msix_vectors();
         let mut irqfds = Vec::with_capacity(usize::from(vectors));
         for vector in 0..vectors {
@@ -443,6 +455,25 @@ impl<D: NicModel> Server<D> {
         if model.interrupts().vectors.set(irqfds).is_err() {
             bail!("irqfds set twice");
         }
+
+        // Configuration register 0x3C: byte 1 is the interrupt pin (0: none).
+        let resample = if (model.config_read(0x3c / 4) >> 8) & 0xff != 0 {
+            let trigger = EventFd::new().context("eventfd")?;
+            let resample = EventFd::new().context("eventfd")?;
+            let request = VmRequest::RegisterIntx { resample: true };
+            let fds = [trigger.as_fd(), resample.as_fd()];
+            match vm.call::<_, VmReply>(&request, &fds) {
+                Ok((VmReply::Ok, _)) => {}
+                Ok((VmReply::Refused(why), _)) => bail!("INTx irqfd refused: {why}"),
+                Err(e) => return Err(e).context("vm-control request RegisterIntx"),
+            }
+            if model.interrupts().intx.set(trigger).is_err() {
+                bail!("INTx irqfd set twice");
+            }
+            Some(resample)
+        } else {
+            None
+        };
 
         let mut doorbells = Vec::new();
         for region in model.notify_regions() {
@@ -479,6 +510,9 @@ impl<D: NicModel> Server<D> {
             EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
             TOKEN_TAP,
         )?;
+        if let Some(fd) = &resample {
+            add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_RESAMPLE)?;
+        }
         for (i, (fd, _)) in doorbells.iter().enumerate() {
             add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_DOORBELL + i as u64)?;
         }
@@ -486,6 +520,7 @@ impl<D: NicModel> Server<D> {
             model,
             device,
             doorbells,
+            resample,
             epoll,
             tap_fd,
             tap_attached: true,
@@ -511,6 +546,12 @@ impl<D: NicModel> Server<D> {
                 match event.data() {
                     TOKEN_DEVICE => {}
                     TOKEN_TAP => self.tap_ready(event.event_set()),
+                    TOKEN_RESAMPLE => {
+                        if let Some(fd) = &self.resample {
+                            fd.drain();
+                            self.model.intx_resample();
+                        }
+                    }
                     token => {
                         let i = (token - TOKEN_DOORBELL) as usize;
                         if let Some((fd, queue)) = self.doorbells.get(i) {

@@ -74,6 +74,52 @@ fn ping_and_iperf_both_ways() -> Result<()> {
     Ok(())
 }
 
+/// `rmmod virtio_net; insmod virtio_net` resets the device (the driver
+/// writes status 0 on removal and renegotiates on probe): the interface
+/// comes back with the same MAC and carries traffic again.
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn driver_reload_resets_the_device_and_traffic_resumes() -> Result<()> {
+    let (_env, mut vm) = boot(
+        "virtio-tap-reload",
+        &format!("ping:{HOST_IP}:2,reload:virtio_net,ping:{HOST_IP}:3,iperf:{HOST_IP}:2:rx,reboot"),
+        &[],
+    )?;
+    wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
+    let before = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+    ensure!(
+        before.number("received")? == 2.0,
+        "ping before the reload lost packets: {before:?}\n{}",
+        vm.report()
+    );
+    let reload = wait_event(&mut vm, "reload", STEP_TIMEOUT)?;
+    ensure!(
+        reload.get("unloaded") == Some("1") && reload.get("error").is_none(),
+        "rmmod should remove the interface: {reload:?}\n{}",
+        vm.report()
+    );
+    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
+    ensure!(
+        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
+        "virtio_net should bind again with {MAC}: {net:?}\n{}",
+        vm.report()
+    );
+    let after = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+    ensure!(
+        after.number("received")? == 3.0,
+        "ping after the reload lost packets: {after:?}\n{}",
+        vm.report()
+    );
+    let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+    ensure!(
+        iperf.number("mbits")? > 0.0,
+        "iperf3 after the reload failed: {iperf:?}\n{}",
+        vm.report()
+    );
+    vm.expect_success(STEP_TIMEOUT)?;
+    Ok(())
+}
+
 /// `/proc/<pid>/status` field `key`.
 fn status_field(pid: u32, key: &str) -> Result<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -15,6 +15,7 @@
 # Steps: reboot | poweroff | shell | sleep:SECS | panic
 #        | ping:HOST[:COUNT] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
 #        | iperf-server[:PORT]   (serves one client, then goes on)
+#        | reload:NIC            (rmmod the driver, insmod it, configure again)
 # A step that does not end the VM falls through to the next; after the last
 # one the guest reboots (`reboot -f`; with `reboot=k` that is an i8042 reset).
 #
@@ -101,8 +102,9 @@ wait_iface() {
     done
 }
 
-ip link set lo up
-if [ -n "$ip" ]; then
+# Configures $dev with moat.ip and moat.gw and reports it (`MOAT net`).
+config_net() {
+    [ -n "$ip" ] || return 0
     if wait_iface "$dev"; then
         ip addr add "$ip" dev "$dev" && ip link set "$dev" up
         [ -n "$gw" ] && ip route add default via "$gw"
@@ -111,13 +113,32 @@ if [ -n "$ip" ]; then
     else
         say "error step=net reason=no-interface-$dev"
     fi
-fi
+}
+
+ip link set lo up
+config_net
 
 act_reboot() { sync; reboot -f; sleep 30; }
 act_poweroff() { sync; poweroff -f; sleep 30; }
 act_shell() { setsid cttyhack sh -l; }
 act_sleep() { sleep "${1:-1}"; }
 act_panic() { echo c > /proc/sysrq-trigger; }
+
+# Unloads NIC driver $1 (a name in /etc/moat/nic/: its last module is the
+# driver), loads it again and configures the interface anew.
+act_reload() {
+    ko=$(tail -n 1 "/etc/moat/nic/$1" 2>/dev/null)
+    mod=$(basename "$ko" .ko | tr '-' '_')
+    ip link set "$dev" down 2>/dev/null
+    if [ -z "$ko" ] || ! rmmod "$mod"; then
+        say "reload driver=$1 error=rmmod"
+        return
+    fi
+    gone=$([ -e "/sys/class/net/$dev" ] && echo 0 || echo 1)
+    load_nics "$1"
+    say "reload driver=$1 unloaded=$gone"
+    config_net
+}
 
 act_ping() {
     res=$(ping -c "${2:-3}" -W 5 "$1" 2>&1)

@@ -236,8 +236,34 @@ fn handle(
             routes.msi.insert((index, vector), (gsi, message));
             routes.apply(vm)
         }
-        _ => Err("not supported yet".into()),
+        VmRequest::RegisterIntx { resample } => {
+            // Device `index` sits in slot index + 1 and has one pin, INTA.
+            let gsi = intx_gsi(index);
+            let evt = eventfd(fds.remove(0));
+            if resample {
+                let resample_evt = eventfd(fds.remove(0));
+                vm.register_irqfd_with_resample(&evt, &resample_evt, gsi)
+                    .map_err(|e| format!("KVM_IRQFD (resample): {e}"))?;
+                kept.push(resample_evt);
+            } else {
+                vm.register_irqfd(&evt, gsi)
+                    .map_err(|e| format!("KVM_IRQFD: {e}"))?;
+            }
+            log::debug!("{}: INTA at GSI {gsi} (resample {resample})", device.name);
+            kept.push(evt);
+            Ok(())
+        }
+        VmRequest::UnregisterIrqfd { .. }
+        | VmRequest::UnregisterIoevent { .. }
+        | VmRequest::UnregisterIntx => Err("not supported yet".into()),
     }
+}
+
+/// The GSI of INTA of device `index` (in slot `index + 1`), as the DSDT's
+/// `_PRT` routes it.
+fn intx_gsi(index: usize) -> u32 {
+    let slot = u8::try_from(index + 1).unwrap_or(u8::MAX);
+    crate::vcpu::layout::pci_intx_gsi(slot, 0)
 }
 
 #[cfg(test)]
