@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,11 +67,20 @@ struct CmsgBuffer([u8; CMSG_BUFFER_LEN]);
 /// used that way, no other thread may receive (it could take a reply).
 ///
 /// The send and receive buffers are allocated once, on first use, and reused.
+///
+/// With a deadline ([`Channel::with_deadline`]) neither a send nor a
+/// [`Channel::call`] waits longer than that for an unresponsive peer: the
+/// first one that would is [`Error::TimedOut`], and from then on the
+/// channel is given up (every send and call fails at once with
+/// [`Error::GivenUp`]), so that a late
+/// reply is never taken for the answer to a later request.
 pub struct Channel {
     fd: OwnedFd,
     tx: Mutex<Vec<u8>>,
     rx: Mutex<Vec<u8>>,
     call: Mutex<()>,
+    deadline: Option<Duration>,
+    given_up: AtomicBool,
 }
 
 impl fmt::Debug for Channel {
@@ -132,7 +142,33 @@ impl Channel {
             tx: Mutex::new(Vec::new()),
             rx: Mutex::new(Vec::new()),
             call: Mutex::new(()),
+            deadline: None,
+            given_up: AtomicBool::new(false),
         }
+    }
+
+    /// Bounds how long a send or a call waits for the peer (see the type's
+    /// documentation).
+    pub fn with_deadline(mut self, deadline: Duration) -> Channel {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether a deadline passed and the channel was given up.
+    pub fn given_up(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed)
+    }
+
+    fn check_given_up(&self) -> Result<()> {
+        if self.given_up() {
+            return Err(Error::GivenUp);
+        }
+        Ok(())
+    }
+
+    fn give_up(&self, after: Duration) -> Error {
+        self.given_up.store(true, Ordering::Relaxed);
+        Error::TimedOut { after }
     }
 
     /// Gives the socket back.
@@ -143,6 +179,7 @@ impl Channel {
     /// Sends one message, with `fds` attached (the peer receives duplicates;
     /// the caller keeps its own). Blocks while the peer's queue is full.
     pub fn send<T: Serialize + ?Sized>(&self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.check_given_up()?;
         if fds.len() > MAX_FDS {
             return Err(Error::TooManyFds {
                 count: fds.len(),
@@ -172,14 +209,15 @@ impl Channel {
         let rights = [ControlMessage::ScmRights(&raw[..fds.len()])];
         let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
         let iov = [IoSlice::new(&buf[..len])];
+        let (flags, until) = match self.deadline {
+            Some(d) => (
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                Some(std::time::Instant::now() + d),
+            ),
+            None => (MsgFlags::MSG_NOSIGNAL, None),
+        };
         loop {
-            match sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsgs, flags, None) {
                 Ok(sent) if sent == len => return Ok(()),
                 Ok(sent) => {
                     return Err(Error::io(
@@ -188,6 +226,23 @@ impl Channel {
                     ))
                 }
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    // Only with a deadline (MSG_DONTWAIT): wait for room.
+                    let (Some(until), Some(after)) = (until, self.deadline) else {
+                        return Err(Error::io("sendmsg", Errno::EAGAIN.into()));
+                    };
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(self.give_up(after));
+                    }
+                    let ms =
+                        PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+                    let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+                    match poll(&mut fds, ms) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(Error::io("poll", e.into())),
+                    }
+                }
                 Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
                     return Err(Error::Closed)
                 }
@@ -253,7 +308,13 @@ impl Channel {
     ) -> Result<(R, Vec<OwnedFd>)> {
         let _exchange = lock(&self.call);
         self.send(request, fds)?;
-        self.recv()
+        match self.deadline {
+            None => self.recv(),
+            Some(after) => match self.recv_timeout(after)? {
+                Some(reply) => Ok(reply),
+                None => Err(self.give_up(after)),
+            },
+        }
     }
 
     fn recv_inner<T: DeserializeOwned>(&self, dontwait: bool) -> Result<Option<(T, Vec<OwnedFd>)>> {

@@ -44,6 +44,16 @@ pub enum Error {
     #[error("message has {extra} trailing bytes after a {used}-byte message")]
     TrailingBytes { used: usize, extra: usize },
 
+    /// The peer did not take a message or answer a call within the
+    /// channel's deadline; the channel is given up.
+    #[error("the peer did not respond within {after:?}; the channel is given up")]
+    TimedOut { after: std::time::Duration },
+
+    /// An earlier send or call on this channel timed out; nothing more is
+    /// sent or awaited on it.
+    #[error("the channel was given up after the peer stopped responding")]
+    GivenUp,
+
     /// A system call on the socket failed.
     #[error("{op}: {source}")]
     Io {

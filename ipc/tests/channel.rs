@@ -525,3 +525,72 @@ fn channel_end_travels_over_a_channel() {
         DeviceRequest::ConfigRead { reg: 0 }
     );
 }
+
+/// A peer that never answers cannot hold a caller with a deadline: the
+/// call times out, and the channel is given up so that a late reply is
+/// never taken for the answer to the next request.
+#[test]
+fn a_call_with_a_deadline_gives_up_on_a_silent_peer() {
+    let (a, b) = Channel::pair().unwrap();
+    let a = a.with_deadline(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let err = a
+        .call::<_, DeviceReply>(&DeviceRequest::ConfigRead { reg: 0 }, &[])
+        .unwrap_err();
+    assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(a.given_up());
+    // The request did arrive; a late answer is left unread.
+    let (req, _) = b.recv::<DeviceRequest>().unwrap();
+    assert_eq!(req, DeviceRequest::ConfigRead { reg: 0 });
+    b.send(&DeviceReply::ConfigValue(7), &[]).unwrap();
+    let err = a
+        .call::<_, DeviceReply>(&DeviceRequest::ConfigRead { reg: 1 }, &[])
+        .unwrap_err();
+    assert!(matches!(err, Error::GivenUp), "{err}");
+    assert!(matches!(
+        a.send(&DeviceRequest::Shutdown, &[]),
+        Err(Error::GivenUp)
+    ));
+}
+
+/// Posted messages to a peer that stops reading fill its queue; with a
+/// deadline the sender then gives up instead of blocking for ever.
+#[test]
+fn a_send_with_a_deadline_gives_up_when_the_peer_stops_reading() {
+    let (a, _b) = Channel::pair().unwrap();
+    let a = a.with_deadline(Duration::from_millis(100));
+    let write = DeviceRequest::BarWrite {
+        bar: 0,
+        offset: 0,
+        data: RegData::from_u64(1, 4),
+    };
+    let mut sent = 0u32;
+    let err = loop {
+        match a.send(&write, &[]) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 1_000_000, "the queue never filled");
+    };
+    assert!(matches!(err, Error::TimedOut { .. }), "{err}");
+    assert!(sent > 0);
+    assert!(a.given_up());
+}
+
+/// Without a deadline nothing changes: a call waits for its answer.
+#[test]
+fn a_call_without_a_deadline_waits() {
+    let (a, b) = Channel::pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (req, _) = b.recv::<DeviceRequest>().unwrap();
+        assert_eq!(req, DeviceRequest::ConfigRead { reg: 3 });
+        b.send(&DeviceReply::ConfigValue(3), &[]).unwrap();
+    });
+    let (reply, _) = a
+        .call::<_, DeviceReply>(&DeviceRequest::ConfigRead { reg: 3 }, &[])
+        .unwrap();
+    assert_eq!(reply, DeviceReply::ConfigValue(3));
+    assert!(!a.given_up());
+    peer.join().unwrap();
+}

@@ -89,7 +89,10 @@ fn run(arg: &str) -> Result<VmEnd> {
     let mut bars = Vec::new();
     let mut controls = Vec::new();
     for (i, dev) in role.devices.iter().enumerate() {
-        let channel = Arc::new(Channel::from_fd(take(vcpu_fds::device_channel(i)))?);
+        let channel = Arc::new(
+            Channel::from_fd(take(vcpu_fds::device_channel(i)))?
+                .with_deadline(crate::platform::remote_pci::DEVICE_DEADLINE),
+        );
         controls.push(Channel::from_fd(take(vcpu_fds::vm_control(i)))?);
         for bar in &dev.bars {
             let remote = RemoteBar {

@@ -5,6 +5,7 @@
 //! but not move them (a move is logged and ignored).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use devices::pci::PciDevice;
 use ipc::messages::{DeviceReply, DeviceRequest, RegData};
@@ -12,6 +13,12 @@ use ipc::Channel;
 
 use crate::roles::{AssignedBar, BarKindName};
 use crate::vcpu::bus::{BusDevice, DeviceRequest as BusRequest};
+
+/// How long a vCPU waits for a device process to take a write or answer a
+/// read. A device that does not is given up: from then on it reads as all
+/// ones and ignores writes, as an unplugged card would, and the guest's
+/// vCPU goes on.
+pub const DEVICE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// First configuration register of the BARs, and how many there are.
 const BAR_REG: usize = 4;
@@ -51,7 +58,7 @@ impl RemotePci {
 
     fn post(&self, request: DeviceRequest) {
         if let Err(e) = self.channel.send(&request, &[]) {
-            log::warn!("{}: cannot send {request:?}: {e}", self.name);
+            failed(&self.name, &request, &e);
         }
     }
 
@@ -116,7 +123,7 @@ impl PciDevice for RemotePci {
                 u32::MAX
             }
             Err(e) => {
-                log::warn!("{}: {request:?}: {e}", self.name);
+                failed(&self.name, &request, &e);
                 u32::MAX
             }
         }
@@ -159,7 +166,7 @@ impl BusDevice for RemoteBar {
                 data.fill(0xff);
             }
             Err(e) => {
-                log::warn!("{}: {request:?}: {e}", self.name);
+                failed(&self.name, &request, &e);
                 data.fill(0xff);
             }
         }
@@ -173,10 +180,25 @@ impl BusDevice for RemoteBar {
                 data: d,
             };
             if let Err(e) = self.channel.send(&request, &[]) {
-                log::warn!("{}: {request:?}: {e}", self.name);
+                failed(&self.name, &request, &e);
             }
         }
         BusRequest::None
+    }
+}
+
+/// Reports a failed exchange with device `name`: the moment it is given up,
+/// or any other failure; nothing once it is gone.
+fn failed(name: &str, request: &DeviceRequest, e: &ipc::Error) {
+    match e {
+        ipc::Error::TimedOut { after } => {
+            log::error!(
+                "{name}: the device process did not respond within {after:?} ({request:?}); \
+                 the device now reads as unplugged"
+            )
+        }
+        ipc::Error::GivenUp | ipc::Error::Closed => {}
+        e => log::warn!("{name}: {request:?}: {e}"),
     }
 }
 
