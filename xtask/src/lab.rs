@@ -102,20 +102,31 @@ impl Outcome {
     }
 }
 
-/// Runs the job; if the lab itself fails, runs it once more in a fresh L1.
+/// Lab failures tolerated per job: each is followed by a rerun in a fresh L1.
+const RERUNS: usize = 2;
+
+/// Runs the job; while the lab itself fails, runs it again in a fresh L1,
+/// at most [`RERUNS`] times.
 pub fn run_retrying(image: &LabImage, job: &Job) -> Result<Outcome> {
-    let first = run(image, job, &job.name)?;
-    if !first.verdict.is_lab_failure() {
-        return Ok(first);
+    let mut outcome = run(image, job, &job.name)?;
+    for attempt in 1..=RERUNS {
+        if !outcome.verdict.is_lab_failure() {
+            break;
+        }
+        let name = match attempt {
+            1 => format!("{}-rerun", job.name),
+            n => format!("{}-rerun{n}", job.name),
+        };
+        eprintln!(
+            "lab: {}: {}\n{}\nlab: rerunning {} in a fresh L1 ({name})",
+            job.name,
+            outcome.describe(),
+            outcome.console_tail(30),
+            job.name
+        );
+        outcome = run(image, job, &name)?;
     }
-    eprintln!(
-        "lab: {}: {}\n{}\nlab: rerunning {} once in a fresh L1",
-        job.name,
-        first.describe(),
-        first.console_tail(30),
-        job.name
-    );
-    run(image, job, &format!("{}-rerun", job.name))
+    Ok(outcome)
 }
 
 /// Boots L1 once for `job`, in `target/lab/runs/RUN/`.

@@ -15,6 +15,8 @@ const TROUBLE: &[&str] = &[
     "Oops:",
     "general protection fault",
     "Call Trace:",
+    // An L2 guest reset before its init ran (tests/src/process.rs).
+    "LAB-L2-EARLY-RESET",
 ];
 /// Trouble L1 does not survive: it should go down by itself (`panic=-1`
 /// with `-no-reboot`), and is killed if it has not within [`FATAL_GRACE`].

@@ -1,6 +1,6 @@
 //! `cargo xtask lab`: the e2e tests inside L1. Each top-level module of the
 //! e2e crate with lab tests is a scenario, run in its own short L1 boot
-//! (rerun once in a fresh L1 if L1 itself fails).
+//! (rerun in a fresh L1, at most twice, if the lab itself fails).
 
 use crate::artifacts;
 use crate::cmd;
@@ -167,6 +167,15 @@ fn run_scenario(
         write!(run, " {}", cmd::quote(test))?;
     }
     writeln!(script, "{run} > \"$LAB_OUT/e2e.log\" 2>&1")?;
+    // Tell the host's watcher (on L1's console) that a guest reset early:
+    // a lab failure, worth a rerun, when the job failed.
+    writeln!(script, "status=$?")?;
+    writeln!(
+        script,
+        "grep -q '{marker}' \"$LAB_OUT/e2e.log\" && echo '{marker} in e2e.log'",
+        marker = e2e::process::EARLY_RESET_MARKER
+    )?;
+    writeln!(script, "exit $status")?;
     let job = Job {
         name: name.to_string(),
         script,
