@@ -18,7 +18,7 @@ use ipc::Channel;
 
 use crate::config::{SerialConfig, VmConfig};
 use crate::netspec::{Backend, Nic, NicModel};
-use crate::roles::{self, AssignedBar, DeviceRole, NicKind, RemoteDevice, VcpuRole};
+use crate::roles::{self, AssignedBar, BarKindName, DeviceRole, NicKind, RemoteDevice, VcpuRole};
 use crate::vcpu::{boot, layout, memory};
 
 /// Debugging and testing switches that are not part of the VM's description.
@@ -106,7 +106,7 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
         &cfg.cmdline,
     )?;
 
-    let mut next_bar = layout::PCI_MMIO32_START;
+    let mut next_bar = BarAllocator::default();
     let mut nics = Vec::new();
     for (index, nic) in cfg.net.nics.iter().enumerate() {
         nics.push(plan_nic(
@@ -230,7 +230,7 @@ fn plan_nic(
     index: usize,
     nic: &Nic,
     mem_size: u64,
-    next_bar: &mut u64,
+    next_bar: &mut BarAllocator,
     created: &mut Created,
 ) -> Result<NicPlan> {
     let kind = match nic.model {
@@ -288,8 +288,7 @@ fn plan_nic(
     let (bar_shapes, msix_vectors) = kind.layout();
     let mut bars = Vec::new();
     for (index, kind, prefetchable, size) in bar_shapes {
-        let address = next_bar.next_multiple_of(size);
-        *next_bar = address + size;
+        let address = next_bar.place(kind, size)?;
         bars.push(AssignedBar {
             index,
             kind,
@@ -321,6 +320,40 @@ fn plan_nic(
             msix_vectors,
         },
     })
+}
+
+/// Places BARs: memory BARs in the 32-bit PCI window, I/O BARs in the PCI
+/// I/O port window, each aligned to its size.
+struct BarAllocator {
+    next_mmio: u64,
+    next_io: u64,
+}
+
+impl Default for BarAllocator {
+    fn default() -> Self {
+        BarAllocator {
+            next_mmio: layout::PCI_MMIO32_START,
+            next_io: layout::PCI_IO_START,
+        }
+    }
+}
+
+impl BarAllocator {
+    fn place(&mut self, kind: BarKindName, size: u64) -> Result<u64> {
+        let (next, end) = match kind {
+            BarKindName::Io => (&mut self.next_io, layout::PCI_IO_END),
+            BarKindName::Memory32 | BarKindName::Memory64 => (
+                &mut self.next_mmio,
+                layout::PCI_MMIO32_START + layout::PCI_MMIO32_SIZE,
+            ),
+        };
+        let address = next.next_multiple_of(size);
+        if address + size > end {
+            bail!("no room for a {size:#x}-byte {kind:?} BAR: too many NICs");
+        }
+        *next = address + size;
+        Ok(address)
+    }
 }
 
 /// A MAC for a NIC that was given none: 52:54:00 and three bytes that
@@ -432,4 +465,29 @@ fn describe(status: ExitStatus, pid: u32) -> String {
         return format!("killed by {name}: seccomp policy forbids {call}");
     }
     format!("killed by {name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_are_aligned_and_io_bars_get_ports() {
+        let mut a = BarAllocator::default();
+        let m = a.place(BarKindName::Memory64, 0x8000).unwrap();
+        let io = a.place(BarKindName::Io, 0x40).unwrap();
+        let m32 = a.place(BarKindName::Memory32, 0x2_0000).unwrap();
+        let io2 = a.place(BarKindName::Io, 0x40).unwrap();
+        assert_eq!(m, layout::PCI_MMIO32_START);
+        assert_eq!(m32 % 0x2_0000, 0);
+        assert!(m32 >= m + 0x8000);
+        assert_eq!((io, io2), (0xc000, 0xc040));
+        // The I/O window runs out long before the memory window.
+        let mut a = BarAllocator::default();
+        let fits = (layout::PCI_IO_END - layout::PCI_IO_START) / 0x40;
+        for _ in 0..fits {
+            a.place(BarKindName::Io, 0x40).unwrap();
+        }
+        assert!(a.place(BarKindName::Io, 0x40).is_err());
+    }
 }

@@ -16,7 +16,7 @@ use ipc::Channel;
 
 use crate::platform::remote_pci::{RemoteBar, RemotePci};
 use crate::platform::serial::SerialOutput;
-use crate::roles::{vcpu_fds, VcpuRole};
+use crate::roles::{vcpu_fds, BarKindName, VcpuRole};
 use crate::vcpu::runner::VmEnd;
 use crate::vcpu::vm::{Vm, VmSpec};
 use crate::vcpu::{memory, vm_control};
@@ -100,7 +100,7 @@ fn run(arg: &str) -> Result<VmEnd> {
                 channel: channel.clone(),
                 bar: bar.index,
             };
-            bars.push((bar.address, bar.size, remote));
+            bars.push((bar.address, bar.size, bar.kind, remote));
         }
         pci_devices.push(Box::new(RemotePci::new(
             dev.name.clone(),
@@ -117,10 +117,13 @@ fn run(arg: &str) -> Result<VmEnd> {
         serial_stdin: role.serial_stdin,
         pci_devices,
     })?;
-    for (address, size, remote) in bars {
-        vm.buses_mut()
-            .mmio
-            .insert(address, size, Arc::new(Mutex::new(remote)))?;
+    for (address, size, kind, remote) in bars {
+        let buses = vm.buses_mut();
+        let bus = match kind {
+            BarKindName::Io => &mut buses.pio,
+            BarKindName::Memory32 | BarKindName::Memory64 => &mut buses.mmio,
+        };
+        bus.insert(address, size, Arc::new(Mutex::new(remote)))?;
     }
     let routes = Arc::new(Mutex::new(vm_control::GsiRoutes::default()));
     for (i, channel) in controls.into_iter().enumerate() {

@@ -46,6 +46,10 @@ pub const MMIO32_START: u64 = 0xc000_0000;
 pub const PCI_MMIO32_START: u64 = 0xc000_0000;
 /// Size of that window (up to the IOAPIC and LAPIC area).
 pub const PCI_MMIO32_SIZE: u64 = 0x3c00_0000;
+/// I/O port window that PCI I/O BARs are allocated from (inside the
+/// 0x0D00-0xFFFF window the DSDT gives the host bridge).
+pub const PCI_IO_START: u64 = 0xc000;
+pub const PCI_IO_END: u64 = 0x1_0000;
 /// IOAPIC registers.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Local APIC registers.

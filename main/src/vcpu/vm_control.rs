@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use ipc::messages::{VmReply, VmRequest};
 use ipc::Channel;
 
-use crate::roles::RemoteDevice;
+use crate::roles::{BarKindName, RemoteDevice};
 
 /// GSIs 0-23 belong to the IOAPIC (and 0-15 to the PICs); MSI routes follow.
 const FIRST_MSI_GSI: u32 = 24;
@@ -190,7 +190,12 @@ fn handle(
             {
                 return Err(format!("offset {offset:#x} is outside BAR {bar}"));
             }
-            let addr = IoEventAddress::Mmio(b.address + offset);
+            let addr = match b.kind {
+                BarKindName::Io => IoEventAddress::Pio(b.address + offset),
+                BarKindName::Memory32 | BarKindName::Memory64 => {
+                    IoEventAddress::Mmio(b.address + offset)
+                }
+            };
             let evt = eventfd(fds.remove(0));
             let result = match (len, datamatch) {
                 (0, None) => vm.register_ioevent(&evt, &addr, NoDatamatch),
