@@ -675,14 +675,11 @@ impl VmConfig {
                 });
             }
             if let Backend::Tap(t) = &nd.backend {
-                let unimplemented =
-                    if t.vhost == Some(true) || t.vhostfd.is_some() || t.vhostforce == Some(true) {
-                        Some("vhost")
-                    } else if t.queues.is_some_and(|q| q > 1) {
-                        Some("queues= above 1 (multiqueue)")
-                    } else {
-                        None
-                    };
+                let unimplemented = if t.queues.is_some_and(|q| q > 1) {
+                    Some("queues= above 1 (multiqueue)")
+                } else {
+                    None
+                };
                 if let Some(what) = unimplemented {
                     return Err(ConfigError::OptionNotImplemented {
                         origin: nd.origin.clone(),
@@ -1028,8 +1025,6 @@ mod tests {
         args.device = vec!["virtio-net-pci,netdev=n0".into()];
         let c = build(&args).unwrap();
         assert_eq!((c.net.nics.len(), c.net.netdevs.len()), (1, 1));
-        args.netdev = vec!["tap,id=n0,ifname=tap0,vhost=on".into()];
-        assert_eq!(error(&args), "--netdev tap: vhost is not implemented yet");
         args.netdev = vec!["tap,id=n0,queues=2".into()];
         assert_eq!(
             error(&args),

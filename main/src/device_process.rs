@@ -6,6 +6,7 @@
 //! moatvm __device '<DeviceRole as TOML>'
 //!   fd 3  guest-RAM memfd            fd 5  vm-control channel (VmRequest →)
 //!   fd 4  device channel (→ DeviceRequest)   fd 6  tap (queue 0)
+//!   fd 7  /dev/vhost-net (only with vhost=on)
 //! ```
 //!
 //! Start-up, in this order:
@@ -60,6 +61,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use crate::roles::{device_fds, BarKindName, DeviceRole, NicKind};
 use crate::vcpu::memory::map_guest_ram;
 
+mod vhost;
+use vhost::{VhostOffload, VhostShared};
+
 /// Exit status after a panic (the panic hook exits with it at once, so a
 /// panic is never mistaken for a seccomp kill or an orderly exit).
 pub const EXIT_PANIC: i32 = 101;
@@ -75,6 +79,8 @@ const TOKEN_DEVICE: u64 = 0;
 const TOKEN_TAP: u64 = 1;
 const TOKEN_RESAMPLE: u64 = 2;
 const TOKEN_DOORBELL: u64 = 3;
+/// vhost-net's proxy call eventfd of ring `r` as `PROXY + r`.
+const TOKEN_PROXY: u64 = 1 << 32;
 
 /// The process's name for messages (`net0 (virtio-net-pci)`), once known.
 static NAME: OnceLock<String> = OnceLock::new();
@@ -118,6 +124,7 @@ struct Inherited {
     device: OwnedFd,
     vm: OwnedFd,
     tap: OwnedFd,
+    vhost: Option<OwnedFd>,
 }
 
 /// Takes ownership of inherited descriptor `fd`, which must be open.
@@ -135,12 +142,16 @@ fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn take_fds() -> Result<Inherited> {
+fn take_fds(vhost: bool) -> Result<Inherited> {
     Ok(Inherited {
         ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
         device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
         vm: take_fd(device_fds::VM_CONTROL, "vm-control channel")?,
         tap: take_fd(device_fds::TAP, "tap")?,
+        vhost: match vhost {
+            true => Some(take_fd(device_fds::VHOST, "vhost-net")?),
+            false => None,
+        },
     })
 }
 
@@ -148,15 +159,19 @@ fn run(arg: &str) -> Result<()> {
     let role = DeviceRole::from_arg(arg).context("cannot parse the device role")?;
     let _ = NAME.set(role.name.clone());
     let mode: seccomp::Mode = role.seccomp.parse()?;
-    let fds = take_fds()?;
+    let fds = take_fds(role.vhost)?;
+    let mut keep_fds = vec![
+        device_fds::GUEST_RAM,
+        device_fds::DEVICE_CHANNEL,
+        device_fds::VM_CONTROL,
+        device_fds::TAP,
+    ];
+    if role.vhost {
+        keep_fds.push(device_fds::VHOST);
+    }
 
     jail::enter(&jail::JailConfig {
-        keep_fds: vec![
-            device_fds::GUEST_RAM,
-            device_fds::DEVICE_CHANNEL,
-            device_fds::VM_CONTROL,
-            device_fds::TAP,
-        ],
+        keep_fds,
         // 0-6, one memfd duplicate per RAM region, an eventfd per MSI-X
         // vector and per queue, the epoll: about 20.
         max_open_files: 64,
@@ -185,16 +200,32 @@ fn run(arg: &str) -> Result<()> {
     let tap = TapBackend::new(tap).context("tap")?;
     let tap_fd = tap.as_fd().as_raw_fd();
 
+    // vhost-net: this process becomes the owner (it maps guest RAM).
+    let vhost = match fds.vhost {
+        Some(fd) => {
+            let (handle, features) = devices::backend::vhost_net::VhostNet::new(fd, mem.clone())?;
+            Some((VhostShared::new(handle).context("vhost-net")?, features))
+        }
+        None => None,
+    };
     let model = match role.kind {
         NicKind::VirtioNet => {
-            let net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
+            let mut net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
-            VirtioNetPci::new(net, mem, Irqfds::new(vm.clone()))
+            if let Some((shared, features)) = &vhost {
+                net = net.with_offload(Box::new(VhostOffload::new(
+                    shared.clone(),
+                    *features,
+                    tap_fd,
+                )));
+            }
+            let irq = Irqfds::new(vm.clone(), vhost.as_ref().map(|(s, _)| s.clone()));
+            VirtioNetPci::new(net, mem, irq)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?
         }
     };
     check_layout(role.kind, &model)?;
-    let mut server = Server::start(model, device, vm, tap_fd)?;
+    let mut server = Server::start(model, device, vm, tap_fd, vhost.map(|(s, _)| s))?;
 
     seccomp::install(seccomp::ProcessKind::VirtioNet, mode)?;
     if role.violate_seccomp {
@@ -315,17 +346,20 @@ struct Irqfds {
     faults: Limiter,
     /// The INTx irqfd, if the device has an interrupt pin.
     intx: OnceLock<EventFd>,
+    /// vhost-net, whose interrupts follow the vectors' masks.
+    vhost: Option<Arc<VhostShared>>,
     intx_logged: AtomicBool,
 }
 
 impl Irqfds {
-    fn new(vm: Arc<Channel>) -> Self {
+    fn new(vm: Arc<Channel>, vhost: Option<Arc<VhostShared>>) -> Self {
         Irqfds {
             vm,
             vectors: OnceLock::new(),
             vm_gone: AtomicBool::new(false),
             faults: Limiter::default(),
             intx: OnceLock::new(),
+            vhost,
             intx_logged: AtomicBool::new(false),
         }
     }
@@ -361,6 +395,9 @@ impl Interrupts for Irqfds {
             Err(ipc::Error::Closed) => self.vm_gone.store(true, Ordering::Relaxed),
             Err(e) => self.fault(format_args!("MSI route for vector {}: {e}", c.vector)),
         }
+        if let Some(vhost) = &self.vhost {
+            vhost.vector_masked(c.vector, c.masked);
+        }
     }
 
     fn assert_intx(&self) {
@@ -383,6 +420,9 @@ trait NicModel: HostedPciDevice {
     fn backend_readable(&mut self);
     fn backend_writable(&mut self);
     fn interrupts(&self) -> &Irqfds;
+    /// A kernel data path's interrupt for queue `queue` reached this
+    /// process (its vector masked, or INTx).
+    fn raise_queue_interrupt(&mut self, queue: u16);
 }
 
 impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
@@ -394,6 +434,9 @@ impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
     }
     fn interrupts(&self) -> &Irqfds {
         VirtioNetPci::interrupts(self)
+    }
+    fn raise_queue_interrupt(&mut self, queue: u16) {
+        VirtioNetPci::raise_queue_interrupt(self, queue);
     }
 }
 
@@ -432,6 +475,8 @@ struct Server<D> {
     doorbells: Vec<(EventFd, u16)>,
     /// Signalled by KVM when the guest acknowledged the INTx interrupt.
     resample: Option<EventFd>,
+    /// vhost-net's proxy call eventfds are polled here.
+    vhost: Option<Arc<VhostShared>>,
     epoll: Epoll,
     tap_fd: RawFd,
     tap_attached: bool,
@@ -441,7 +486,13 @@ struct Server<D> {
 impl<D: NicModel> Server<D> {
     /// Hands the model's interrupt and doorbell eventfds to the vCPU
     /// process and builds the epoll set. Runs before the seccomp filter.
-    fn start(mut model: D, device: Channel, vm: Arc<Channel>, tap_fd: RawFd) -> Result<Self> {
+    fn start(
+        mut model: D,
+        device: Channel,
+        vm: Arc<Channel>,
+        tap_fd: RawFd,
+        vhost: Option<Arc<VhostShared>>,
+    ) -> Result<Self> {
         let vectors = model.msix_vectors();
         let mut irqfds = Vec::with_capacity(usize::from(vectors));
         for vector in 0..vectors {
@@ -498,6 +549,26 @@ impl<D: NicModel> Server<D> {
             }
         }
 
+        // With vhost-net the kernel takes the RX and TX doorbells and the
+        // tap; this process keeps the control queue and the proxies.
+        let offloaded = |queue: u16| vhost.is_some() && queue < 2;
+        if let Some(vhost) = &vhost {
+            let mut kicks: Vec<Option<&EventFd>> = vec![None; 2];
+            for (fd, queue) in &doorbells {
+                if let Some(k) = kicks.get_mut(usize::from(*queue)) {
+                    *k = Some(fd);
+                }
+            }
+            let irqfds = model
+                .interrupts()
+                .vectors
+                .get()
+                .map_or(&[][..], Vec::as_slice);
+            vhost
+                .set_fds(kicks, irqfds)
+                .context("vhost-net descriptors")?;
+        }
+
         let epoll = Epoll::new().context("epoll_create")?;
         let add = |fd: RawFd, events: EventSet, token: u64| {
             epoll
@@ -505,22 +576,36 @@ impl<D: NicModel> Server<D> {
                 .context("epoll_ctl")
         };
         add(device.as_raw_fd(), EventSet::IN, TOKEN_DEVICE)?;
-        add(
-            tap_fd,
-            EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
-            TOKEN_TAP,
-        )?;
+        match &vhost {
+            None => add(
+                tap_fd,
+                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
+                TOKEN_TAP,
+            )?,
+            Some(vhost) => {
+                for (ring, fd) in vhost.proxies() {
+                    add(
+                        fd.0.as_raw_fd(),
+                        EventSet::IN,
+                        TOKEN_PROXY + u64::from(ring),
+                    )?;
+                }
+            }
+        }
         if let Some(fd) = &resample {
             add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_RESAMPLE)?;
         }
-        for (i, (fd, _)) in doorbells.iter().enumerate() {
-            add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_DOORBELL + i as u64)?;
+        for (i, (fd, queue)) in doorbells.iter().enumerate() {
+            if !offloaded(*queue) {
+                add(fd.0.as_raw_fd(), EventSet::IN, TOKEN_DOORBELL + i as u64)?;
+            }
         }
         Ok(Server {
             model,
             device,
             doorbells,
             resample,
+            vhost,
             epoll,
             tap_fd,
             tap_attached: true,
@@ -550,6 +635,17 @@ impl<D: NicModel> Server<D> {
                         if let Some(fd) = &self.resample {
                             fd.drain();
                             self.model.intx_resample();
+                        }
+                    }
+                    token if token >= TOKEN_PROXY => {
+                        let ring = (token - TOKEN_PROXY) as u16;
+                        if let Some((_, fd)) = self
+                            .vhost
+                            .as_ref()
+                            .and_then(|v| v.proxies().find(|(r, _)| *r == ring))
+                        {
+                            fd.drain();
+                            self.model.raise_queue_interrupt(ring);
                         }
                     }
                     token => {

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
@@ -62,6 +63,8 @@ impl Created {
 struct NicPlan {
     role: DeviceRole,
     tap: OwnedFd,
+    /// `/dev/vhost-net` (or `vhostfd=`), with `vhost=on`.
+    vhost: Option<OwnedFd>,
     layout: RemoteDevice,
 }
 
@@ -130,7 +133,11 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
         let (ctl_here, ctl_there) = Channel::pair()?;
         let dev_there = dev_there.into_fd();
         let ctl_there = ctl_there.into_fd();
-        let child = jail::Command::current_exe()
+        let mut command = jail::Command::current_exe();
+        if let Some(vhost) = &nic.vhost {
+            command = command.fd(vhost.as_fd(), roles::device_fds::VHOST);
+        }
+        let child = command
             .arg0("moatvm")
             .arg(roles::DEVICE)
             .arg(nic.role.to_arg())
@@ -260,6 +267,8 @@ fn plan_nic(
             netdev.backend.type_name()
         );
     };
+    // Before the tap, so that a missing /dev/vhost-net leaves nothing behind.
+    let vhost = open_vhost(t, &netdev.origin)?;
     let tap = match t.fd {
         Some(fd) => {
             // SAFETY: `fd=N` names a descriptor the caller opened for us and
@@ -312,14 +321,40 @@ fn plan_nic(
             mem_size,
             seccomp: opts.seccomp.clone(),
             violate_seccomp: violate,
+            vhost: vhost.is_some(),
         },
         tap: tap.into_fd(),
+        vhost,
         layout: RemoteDevice {
             name,
             bars,
             msix_vectors,
         },
     })
+}
+
+/// The vhost-net descriptor a tap netdev asks for: `vhostfd=N` as given,
+/// or `/dev/vhost-net` opened here (before any jail) with `vhost=on` or
+/// `vhostforce=on`; none otherwise.
+fn open_vhost(t: &crate::netspec::TapOpts, origin: &str) -> Result<Option<OwnedFd>> {
+    const PATH: &str = "/dev/vhost-net";
+    if let Some(fd) = t.vhostfd {
+        // SAFETY: `vhostfd=N` names a descriptor the caller opened for us
+        // and hands over; it is taken once.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        return Ok(Some(owned));
+    }
+    if t.vhost != Some(true) && t.vhostforce != Some(true) {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(PATH)
+        .with_context(|| format!("{origin}: vhost=on needs {PATH}"))?;
+    log::debug!("{origin}: opened {PATH}");
+    Ok(Some(file.into()))
 }
 
 /// Places BARs: memory BARs in the 32-bit PCI window, I/O BARs in the PCI

@@ -8,7 +8,8 @@
 //!                                               then per device: device channel,
 //!                                               vm-control channel
 //! moatvm __device '<DeviceRole as TOML>'   fds: 3 guest RAM, 4 device channel,
-//!                                               5 vm-control channel, 6 tap
+//!                                               5 vm-control channel, 6 tap,
+//!                                               7 /dev/vhost-net (vhost=on)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub mod device_fds {
     pub const VM_CONTROL: i32 = 5;
     /// The tap (queue 0).
     pub const TAP: i32 = 6;
+    /// `/dev/vhost-net`, when the netdev has `vhost=on`.
+    pub const VHOST: i32 = 7;
 }
 
 /// Descriptor numbers in the vCPU process.
@@ -137,6 +140,9 @@ pub struct DeviceRole {
     /// that the jail kills the process and the launcher notices.
     #[serde(default)]
     pub violate_seccomp: bool,
+    /// A vhost-net descriptor comes at [`device_fds::VHOST`].
+    #[serde(default)]
+    pub vhost: bool,
 }
 
 impl DeviceRole {

@@ -405,7 +405,7 @@ fn nothing_is_created_on_error() {
             "--serial",
             &serial,
             "--nic",
-            "tap,ifname=tap0,vhost=on",
+            "tap,ifname=tap0,queues=2",
         ],
         &["not implemented yet"],
     );

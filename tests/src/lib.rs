@@ -14,7 +14,8 @@
 //!
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
 //! the same image: validates the lab itself), `virtio_tap` (virtio-net over
-//! a tap and bridge, the jail, and a seccomp kill).
+//! a tap and bridge, the jail, a seccomp kill, a driver reload), `vhost`
+//! (the same with `vhost=on`).
 
 pub mod checks;
 pub mod env;
@@ -26,5 +27,7 @@ pub mod vmm;
 mod boot;
 #[cfg(test)]
 mod qemu;
+#[cfg(test)]
+mod vhost;
 #[cfg(test)]
 mod virtio_tap;

@@ -74,18 +74,32 @@ impl Vmm {
     /// tap that must already exist in the bridge (see
     /// [`crate::checks::BridgedTap`]).
     pub fn virtio_tap_args(self, tap: &str, bridge: &str, mac: &str) -> Vec<String> {
+        self.tap_args("virtio-net-pci", tap, bridge, mac, false)
+    }
+
+    /// Like [`Vmm::virtio_tap_args`] for any NIC `model` (QEMU's names),
+    /// with vhost-net on or off.
+    pub fn tap_args(
+        self,
+        model: &str,
+        tap: &str,
+        bridge: &str,
+        mac: &str,
+        vhost: bool,
+    ) -> Vec<String> {
+        let vhost = if vhost { "on" } else { "off" };
         match self {
             Vmm::Moatvm => vec![
                 "--netdev".into(),
-                format!("tap,id=n0,ifname={tap},br={bridge}"),
+                format!("tap,id=n0,ifname={tap},br={bridge},vhost={vhost}"),
                 "--device".into(),
-                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                format!("{model},netdev=n0,mac={mac}"),
             ],
             Vmm::Qemu => vec![
                 "-netdev".into(),
-                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off"),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost={vhost}"),
                 "-device".into(),
-                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                format!("{model},netdev=n0,mac={mac}"),
             ],
         }
     }

@@ -1,6 +1,7 @@
 //! Host-side network backends: where a NIC's frames go.
 //!
 //! - [`tap`]: tap devices (`/dev/net/tun`), one descriptor per queue.
+//! - [`vhost_net`]: the kernel's virtio-net data path over a tap.
 //! - [`bridge`]: the few rtnetlink operations the launcher needs to put a
 //!   tap on a bridge (create, bring up, enslave, delete, query), over a
 //!   synchronous netlink socket; no `ip` binary is run.
@@ -11,6 +12,7 @@
 
 pub mod bridge;
 pub mod tap;
+pub mod vhost_net;
 
 use std::io;
 

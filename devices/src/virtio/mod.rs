@@ -163,6 +163,22 @@ impl<'a, M: GuestMemory> QueueCtx<'a, M> {
             .map(|s| &mut s.queue)
     }
 
+    /// Where the driver put queue `index` and its MSI-X vector, if it is
+    /// enabled: what a kernel data path (vhost) needs to take it over.
+    pub fn vring(&self, index: u16) -> Option<(crate::backend::vhost_net::VringSpec, u16)> {
+        use virtio_queue::QueueT;
+        let s = self.queues.get(usize::from(index)).filter(|s| s.enabled)?;
+        let spec = crate::backend::vhost_net::VringSpec {
+            index: usize::from(index),
+            size: s.size,
+            desc: s.desc,
+            avail: s.avail,
+            used: s.used,
+            next_avail: s.queue.next_avail(),
+        };
+        Some((spec, s.msix_vector))
+    }
+
     /// Records that queue `index` got used buffers.
     pub fn mark_used(&mut self, index: u16) {
         if index < 64 {

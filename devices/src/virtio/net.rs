@@ -27,6 +27,7 @@ mod tx;
 use super::chain::IovBuf;
 use super::pci::VirtioPci;
 use super::{features as common, Error, LogLimiter, QueueCtx, Result, VirtioDevice};
+pub use crate::backend::vhost_net::VringSpec;
 use crate::pci::Interrupts;
 
 /// Virtio device ID of a network card.
@@ -116,6 +117,24 @@ pub trait NetBackend: Send {
     }
 }
 
+/// A data path that takes the RX and TX queues off the device (vhost-net):
+/// while it runs the device works only its control queue, and neither
+/// reads nor writes the backend.
+pub trait NetOffload: Send {
+    /// The ring features ([`OFFLOAD_RING_FEATURES`]) it can do; the device
+    /// offers no others.
+    fn ring_features(&self) -> u64;
+    /// Starts on `rings` (RX, then TX: where each lies, and its MSI-X
+    /// vector) with `features` negotiated.
+    fn start(&mut self, features: u64, rings: &[(VringSpec, u16)]) -> io::Result<()>;
+    /// Stops touching the rings (device reset).
+    fn stop(&mut self);
+}
+
+/// Ring features an offload must support for the device to offer them.
+pub const OFFLOAD_RING_FEATURES: u64 =
+    common::RING_EVENT_IDX | common::RING_INDIRECT_DESC | features::MRG_RXBUF;
+
 /// Receive filtering as the driver last set it through the control queue.
 /// The model records it; a host may apply it to the backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +189,10 @@ pub struct Net<B> {
     ctrl_buf: Vec<u8>,
     stats: NetStats,
     backend_errors: LogLimiter,
+    /// The kernel's data path, if the RX and TX queues go there.
+    offload: Option<Box<dyn NetOffload>>,
+    /// The offload is running (between activation and reset).
+    offloaded: bool,
 }
 
 /// virtio-net behind the PCI transport.
@@ -240,7 +263,23 @@ impl<B: NetBackend> Net<B> {
             ctrl_buf: Vec::new(),
             stats: NetStats::default(),
             backend_errors: LogLimiter::default(),
+            offload: None,
+            offloaded: false,
         })
+    }
+
+    /// Hands the RX and TX queues to `offload` whenever the driver starts
+    /// the device; ring features it cannot do are no longer offered.
+    pub fn with_offload(mut self, offload: Box<dyn NetOffload>) -> Self {
+        let missing = OFFLOAD_RING_FEATURES & !offload.ring_features();
+        self.offered &= !missing;
+        self.offload = Some(offload);
+        self
+    }
+
+    /// Whether the RX and TX queues are with the offload right now.
+    pub fn offloaded(&self) -> bool {
+        self.offloaded
     }
 
     pub fn backend(&self) -> &B {
@@ -346,11 +385,27 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         self.rx_pending = true;
         self.tx_blocked = false;
         self.process_ctrl(ctx)?;
+        if let Some(offload) = &mut self.offload {
+            let rings: Vec<_> = [RX, TX].iter().filter_map(|&q| ctx.vring(q)).collect();
+            if rings.len() != 2 {
+                return Err(Error::Backend(io::Error::other(
+                    "the driver enabled neither or only one of the RX and TX queues",
+                )));
+            }
+            offload.start(features, &rings).map_err(Error::Backend)?;
+            self.offloaded = true;
+            return Ok(());
+        }
         self.process_tx(ctx)?;
         self.process_rx(ctx)
     }
 
     fn reset(&mut self) {
+        if std::mem::take(&mut self.offloaded) {
+            if let Some(offload) = &mut self.offload {
+                offload.stop();
+            }
+        }
         self.acked = 0;
         self.mac = self.configured_mac;
         self.filter = RxFilter::default();
@@ -366,6 +421,8 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         ctx: &mut QueueCtx<'_, M>,
     ) -> Result<()> {
         match queue {
+            // The offload has its own doorbells for these.
+            RX | TX if self.offloaded => Ok(()),
             RX => self.process_rx(ctx),
             TX => self.process_tx(ctx),
             CTRL => self.process_ctrl(ctx),
@@ -380,13 +437,16 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> VirtioPci<Net<B>, M, I
     /// reads frames until it has none or the guest has no buffers; the
     /// guest's next receive-queue kick resumes.
     pub fn backend_readable(&mut self) {
+        if self.device().offloaded {
+            return;
+        }
         self.device_mut().rx_pending = true;
         self.run(|net, ctx| net.process_rx(ctx));
     }
 
     /// The backend became writable (EPOLLOUT): resumes a blocked transmit.
     pub fn backend_writable(&mut self) {
-        if self.device().tx_blocked {
+        if self.device().tx_blocked && !self.device().offloaded {
             self.device_mut().tx_blocked = false;
             self.run(|net, ctx| net.process_tx(ctx));
         }

@@ -335,6 +335,15 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         }
     }
 
+    /// Interrupts for queue `q` as if it had just got used buffers: for a
+    /// kernel data path whose interrupts reach the host (its vector masked,
+    /// or INTx), which has already applied notification suppression.
+    pub fn raise_queue_interrupt(&mut self, q: u16) {
+        if self.live() && usize::from(q) < self.queues.len() {
+            self.queue_interrupt(q);
+        }
+    }
+
     fn queue_interrupt(&mut self, q: u16) {
         if !self.msix.enabled() {
             self.isr |= ISR_QUEUE;

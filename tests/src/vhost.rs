@@ -1,0 +1,141 @@
+//! Lab scenario `vhost`: virtio-net-pci with `vhost=on` (issue 4). The
+//! kernel's vhost worker moves the frames; the bridge and its address live
+//! inside L1.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::checks::{
+    bridge_with_iperf_server, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+};
+use crate::env::LabEnv;
+use crate::guest::Guest;
+use crate::vmm::Vmm;
+
+const TAP: &str = "tapv";
+const MAC: &str = "52:54:00:12:34:58";
+const NET_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The pids of the launcher's children (vCPU and device processes).
+fn children(parent: u32) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// Names (`comm`) of every task in L1.
+fn task_names() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        if let Ok(comm) = std::fs::read_to_string(path.join("comm")) {
+            names.push(comm.trim().to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// With `vhost=on` the NIC process owns a vhost-net instance (a
+/// `vhost-<pid>` kernel worker exists while the guest runs), and the guest
+/// pings with no loss and runs iperf3 both ways through it.
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn vhost_net_carries_the_traffic() -> Result<()> {
+    bridge_with_iperf_server()?;
+    let env = LabEnv::from_env()?;
+    let guest = Guest::quiet()
+        .moat("nic", "virtio_net")
+        .moat("ip", "10.0.0.2/24")
+        .action(&format!(
+            "sleep:1,ping:{HOST_IP}:5,iperf:{HOST_IP}:3:tx,iperf:{HOST_IP}:3:rx,reboot"
+        ));
+    let args = Vmm::Moatvm.tap_args("virtio-net-pci", TAP, BRIDGE, MAC, true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = Vmm::Moatvm.boot_with(&env, &guest, "vhost-traffic", &args)?;
+    wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
+    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
+    ensure!(
+        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
+        "virtio_net should bind with {MAC}: {net:?}\n{}",
+        vm.report()
+    );
+    // The driver is up (DRIVER_OK came before the interface did): the
+    // device process's vhost worker exists.
+    let kids = children(vm.pid())?;
+    let names = task_names()?;
+    let worker = kids
+        .iter()
+        .map(|pid| format!("vhost-{pid}"))
+        .find(|w| names.contains(w))
+        .with_context(|| {
+            format!(
+                "no vhost-<pid> worker for any of {kids:?}; vhost tasks: {:?}\n{}",
+                names
+                    .iter()
+                    .filter(|n| n.starts_with("vhost"))
+                    .collect::<Vec<_>>(),
+                vm.report()
+            )
+        })?;
+    let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+    ensure!(
+        ping.number("received")? == 5.0,
+        "ping lost packets through {worker}: {ping:?}\n{}",
+        vm.report()
+    );
+    for dir in ["tx", "rx"] {
+        let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+        ensure!(
+            iperf.get("dir") == Some(dir) && iperf.number("mbits")? > 0.0,
+            "iperf3 {dir} through {worker} failed: {iperf:?}\n{}",
+            vm.report()
+        );
+    }
+    vm.expect_success(STEP_TIMEOUT)?;
+    Ok(())
+}
+
+/// A driver reload resets the device: vhost stops, and starts again on the
+/// new rings.
+#[test]
+#[ignore = "runs inside the nested lab (cargo xtask lab)"]
+fn vhost_restarts_after_a_driver_reload() -> Result<()> {
+    bridge_with_iperf_server()?;
+    let env = LabEnv::from_env()?;
+    let guest = Guest::quiet()
+        .moat("nic", "virtio_net")
+        .moat("ip", "10.0.0.2/24")
+        .action(&format!(
+            "ping:{HOST_IP}:2,reload:virtio_net,ping:{HOST_IP}:3,reboot"
+        ));
+    let args = Vmm::Moatvm.tap_args("virtio-net-pci", TAP, BRIDGE, MAC, true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = Vmm::Moatvm.boot_with(&env, &guest, "vhost-reload", &args)?;
+    wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
+    for (when, count) in [("before", 2.0), ("after", 3.0)] {
+        let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
+        ensure!(
+            ping.number("received")? == count,
+            "ping {when} the reload lost packets: {ping:?}\n{}",
+            vm.report()
+        );
+    }
+    vm.expect_success(STEP_TIMEOUT)?;
+    Ok(())
+}
