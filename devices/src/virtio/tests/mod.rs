@@ -5,6 +5,7 @@
 mod hostile;
 mod linux;
 mod net;
+mod offload;
 mod transport;
 
 use std::collections::VecDeque;
@@ -314,8 +315,13 @@ impl<B: NetBackend> Harness<B> {
 
     /// A device on `backend` over guest memory `mem`.
     pub fn on_memory(backend: B, mem: GuestMemoryMmap) -> Self {
-        let irq = FakeIrq::default();
         let net = Net::new(backend, Some([0x02, 0, 0, 0, 0, 1]), 256).unwrap();
+        Self::on_net(net, mem)
+    }
+
+    /// The device `net` over guest memory `mem`.
+    pub fn on_net(net: Net<B>, mem: GuestMemoryMmap) -> Self {
+        let irq = FakeIrq::default();
         let dev = VirtioNetPci::new(net, mem.clone(), irq.clone()).unwrap();
         let mut h = Harness {
             dev,
