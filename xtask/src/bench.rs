@@ -253,7 +253,7 @@ mod tests {
             line(case, &out, 1),
             "BENCH boot moatvm=1.000 qemu=2.000 ratio=0.500 unit=s runs=1"
         );
-        let vhost = CASES.iter().find(|c| c.name == "vhost-tx").unwrap();
-        assert!(matches!(outcome(vhost, None, 1), Outcome::Skipped));
+        let user = CASES.iter().find(|c| c.name == "user-tx").unwrap();
+        assert!(matches!(outcome(user, None, 1), Outcome::Skipped));
     }
 }

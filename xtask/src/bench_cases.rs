@@ -74,7 +74,11 @@ const BOOT: Probe = Probe {
 };
 const VIRTIO_TAP: Probe = Probe {
     name: "virtio-tap",
-    measure: virtio_tap,
+    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VIRTIO_NIC),
+};
+const VHOST: Probe = Probe {
+    name: "vhost",
+    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VHOST_NIC),
 };
 const MEM: Probe = Probe {
     name: "mem",
@@ -86,8 +90,8 @@ pub const CASES: &[Case] = &[
     case("boot", Unit::Seconds, Some(&BOOT)),
     case("virtio-tap-tx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
-    case("vhost-tx", Unit::Mbits, None),
-    case("vhost-rx", Unit::Mbits, None),
+    case("vhost-tx", Unit::Mbits, Some(&VHOST)),
+    case("vhost-rx", Unit::Mbits, Some(&VHOST)),
     case("e1000-tx", Unit::Mbits, None),
     case("e1000-rx", Unit::Mbits, None),
     case("user-tx", Unit::Mbits, None),
@@ -139,6 +143,39 @@ fn tap_and_mac(vmm: Vmm) -> (&'static str, &'static str) {
     }
 }
 
+/// A NIC configuration the throughput cases measure, named as the cases
+/// are (`PREFIX-tx`, `PREFIX-rx`).
+struct NicBench {
+    prefix: &'static str,
+    tx: &'static str,
+    rx: &'static str,
+    /// The ping case measured in the same guest, if any.
+    ping: Option<&'static str>,
+    /// QEMU's (and moatvm's) device name, the guest's driver.
+    model: &'static str,
+    driver: &'static str,
+    vhost: bool,
+}
+
+const VIRTIO_NIC: NicBench = NicBench {
+    prefix: "virtio-tap",
+    tx: "virtio-tap-tx",
+    rx: "virtio-tap-rx",
+    ping: Some("ping-virtio"),
+    model: "virtio-net-pci",
+    driver: "virtio_net",
+    vhost: false,
+};
+const VHOST_NIC: NicBench = NicBench {
+    prefix: "vhost",
+    tx: "vhost-tx",
+    rx: "vhost-rx",
+    ping: None,
+    model: "virtio-net-pci",
+    driver: "virtio_net",
+    vhost: true,
+};
+
 /// Boots a 512 MiB, one-vCPU guest with one virtio-net-pci NIC over a tap
 /// in [`BRIDGE`], running `steps`; waits for its network to be up. The tap
 /// QEMU needs lives as long as the returned guard.
@@ -148,6 +185,17 @@ fn boot_on_bridge(
     log: &str,
     steps: &str,
 ) -> Result<(Running, Option<BridgedTap>)> {
+    boot_nic_on_bridge(env, vmm, log, steps, &VIRTIO_NIC)
+}
+
+/// Like [`boot_on_bridge`] with the NIC `nic` describes.
+fn boot_nic_on_bridge(
+    env: &LabEnv,
+    vmm: Vmm,
+    log: &str,
+    steps: &str,
+    nic: &NicBench,
+) -> Result<(Running, Option<BridgedTap>)> {
     bridge_with_iperf_server()?;
     let (tap, mac) = tap_and_mac(vmm);
     let made = match vmm {
@@ -156,51 +204,59 @@ fn boot_on_bridge(
     };
     let guest = Guest::new()
         .word("quiet")
-        .moat("nic", "virtio_net")
+        .moat("nic", nic.driver)
         .moat("ip", GUEST_IP)
         .action(steps);
-    let args = vmm.virtio_tap_args(tap, BRIDGE, mac);
+    let args = vmm.tap_args(nic.model, tap, BRIDGE, mac, nic.vhost);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut vm = vmm.boot_with(env, &guest, log, &args)?;
     wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
     let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
     ensure!(
-        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(mac),
-        "the guest's NIC should be virtio_net with {mac}: {net:?}\n{}",
+        net.get("driver") == Some(nic.driver) && net.get("mac") == Some(mac),
+        "the guest's NIC should be {} with {mac}: {net:?}\n{}",
+        nic.driver,
         vm.report()
     );
     Ok((vm, made))
 }
 
-/// `ping-virtio`, `virtio-tap-tx`, `virtio-tap-rx`: in one guest on the
-/// bridge, the average of [`PINGS`] guest→L1 pings (ms), then iperf3
-/// guest→L1 and L1→guest (`-R`) for [`IPERF_SECS`] s each (receiver's
-/// Mbit/s). moatvm: its virtio-net-pci device process; QEMU: userspace
-/// virtio-net (no vhost) on a tap of its own in the same bridge.
-fn virtio_tap(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
-    let ping = cases.contains(&"ping-virtio");
-    let dirs: Vec<(&'static str, &str)> = [("virtio-tap-tx", "tx"), ("virtio-tap-rx", "rx")]
+/// `ping-virtio`, `virtio-tap-tx`, `virtio-tap-rx` (and likewise for the
+/// other NICs): in one guest on the bridge, the average of [`PINGS`]
+/// guest→L1 pings (ms), then iperf3 guest→L1 and L1→guest (`-R`) for
+/// [`IPERF_SECS`] s each (receiver's Mbit/s). moatvm: its device process
+/// (or vhost-net); QEMU: the same device model and vhost setting on a tap
+/// of its own in the same bridge.
+fn nic_on_bridge(
+    env: &LabEnv,
+    vmm: Vmm,
+    run: usize,
+    cases: &[&str],
+    nic: &NicBench,
+) -> Result<Figures> {
+    let ping = nic.ping.filter(|p| cases.contains(p));
+    let dirs: Vec<(&'static str, &str)> = [(nic.tx, "tx"), (nic.rx, "rx")]
         .into_iter()
         .filter(|(case, _)| cases.contains(case))
         .collect();
     let mut steps = Vec::new();
-    if ping {
+    if ping.is_some() {
         steps.push(format!("ping:{BRIDGE_IP}:{PINGS}"));
     }
     for (_, dir) in &dirs {
         steps.push(format!("iperf:{BRIDGE_IP}:{IPERF_SECS}:{dir}"));
     }
     steps.push("reboot".into());
-    let log = format!("bench-virtio-tap-{}-{run}", vmm.name());
-    let (mut vm, _tap) = boot_on_bridge(env, vmm, &log, &steps.join(","))?;
+    let log = format!("bench-{}-{}-{run}", nic.prefix, vmm.name());
+    let (mut vm, _tap) = boot_nic_on_bridge(env, vmm, &log, &steps.join(","), nic)?;
     let mut figures: Figures = Vec::new();
-    if ping {
+    if let Some(ping) = ping {
         let event = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
         let figure = (|| {
             ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
             event.number("avg_ms")
         })();
-        figures.push(("ping-virtio", figure));
+        figures.push((ping, figure));
     }
     for (case, dir) in dirs {
         let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
