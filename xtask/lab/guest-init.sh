@@ -109,7 +109,15 @@ config_net() {
         ip addr add "$ip" dev "$dev" && ip link set "$dev" up
         [ -n "$gw" ] && ip route add default via "$gw"
         driver=$(basename "$(readlink "/sys/class/net/$dev/device/driver")" 2>/dev/null)
-        say "net dev=$dev driver=$driver mac=$(cat "/sys/class/net/$dev/address") addr=$ip"
+        # Link state once the interface is up (autonegotiation may take a
+        # moment on emulated PHYs): 1 = carrier.
+        i=0
+        while [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" != 1 ] && [ $i -lt 50 ]; do
+            i=$((i + 1))
+            sleep 0.1
+        done
+        carrier=$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)
+        say "net dev=$dev driver=$driver mac=$(cat "/sys/class/net/$dev/address") addr=$ip carrier=${carrier:-none}"
     else
         say "error step=net reason=no-interface-$dev"
     fi
