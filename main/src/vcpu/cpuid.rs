@@ -12,6 +12,8 @@ const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
 /// Leaf 1 ECX: running under a hypervisor.
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: the local APIC's TSC-deadline timer mode.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 EDX: more than one logical processor per package.
 const EDX_HTT: u32 = 1 << 28;
 
@@ -25,6 +27,16 @@ fn id_bits(n: u32) -> u32 {
         0
     } else {
         32 - (n - 1).leading_zeros()
+    }
+}
+
+/// Announces the TSC-deadline timer (for a KVM with
+/// `KVM_CAP_TSC_DEADLINE_TIMER`).
+pub fn enable_tsc_deadline(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == LEAF_FEATURES {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
     }
 }
 
@@ -126,5 +138,14 @@ mod tests {
         assert_eq!(e[1].edx, 3);
         assert_eq!((e[2].eax, e[2].ebx), (2, 4));
         assert_eq!(e[3].ecx & 0xff, 3);
+    }
+
+    #[test]
+    fn tsc_deadline_only_in_leaf_1() {
+        let mut cpuid = CpuId::from_entries(&[entry(1, 0), entry(0xb, 0)]).unwrap();
+        enable_tsc_deadline(&mut cpuid);
+        let e = cpuid.as_slice();
+        assert_ne!(e[0].ecx & ECX_TSC_DEADLINE, 0);
+        assert_eq!(e[1].ecx, 0);
     }
 }

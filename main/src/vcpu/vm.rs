@@ -71,9 +71,15 @@ impl Vm {
             .context("cannot create the in-kernel PIT")?;
         let buses = platform::create(&vm, spec.serial_out, spec.serial_stdin, spec.pci_devices)?;
 
-        let supported = kvm
+        let mut supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .context("KVM_GET_SUPPORTED_CPUID")?;
+        // KVM emulates the TSC-deadline timer but leaves its CPUID bit to
+        // the VMM; without it the guest programs one-shot APIC timers, one
+        // more exit per timer.
+        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+            cpuid::enable_tsc_deadline(&mut supported);
+        }
         let mut vcpus = Vec::new();
         for index in 0..spec.cpus {
             let vcpu = vm
