@@ -19,6 +19,7 @@
 compile_error!("moatvm's seccomp lists are written for x86_64");
 
 mod common;
+mod e1000;
 pub mod ioctls;
 mod policy;
 mod syscall_names;
@@ -65,17 +66,24 @@ pub enum ProcessKind {
     Vcpu,
     /// A virtio-net device process (see `virtio_net.rs`).
     VirtioNet,
+    /// An e1000 device process (see `e1000.rs`).
+    E1000,
 }
 
 impl ProcessKind {
     /// Every kind.
-    pub const ALL: [ProcessKind; 2] = [ProcessKind::Vcpu, ProcessKind::VirtioNet];
+    pub const ALL: [ProcessKind; 3] = [
+        ProcessKind::Vcpu,
+        ProcessKind::VirtioNet,
+        ProcessKind::E1000,
+    ];
 
     /// The kind's name (`vcpu`, `virtio-net`).
     pub fn name(self) -> &'static str {
         match self {
             ProcessKind::Vcpu => vcpu::NAME,
             ProcessKind::VirtioNet => virtio_net::NAME,
+            ProcessKind::E1000 => e1000::NAME,
         }
     }
 
@@ -83,6 +91,7 @@ impl ProcessKind {
         match self {
             ProcessKind::Vcpu => vcpu::policy(),
             ProcessKind::VirtioNet => virtio_net::policy(),
+            ProcessKind::E1000 => e1000::policy(),
         }
     }
 
@@ -202,7 +211,7 @@ mod tests {
         for kind in ProcessKind::ALL {
             assert_eq!(kind.name().parse::<ProcessKind>().unwrap(), kind);
         }
-        assert!("e1000".parse::<ProcessKind>().is_err());
+        assert!("rtl8139".parse::<ProcessKind>().is_err());
         assert_eq!("log".parse::<Mode>().unwrap(), Mode::Log);
         assert_eq!("kill".parse::<Mode>().unwrap(), Mode::Kill);
         assert!("trap".parse::<Mode>().is_err());
