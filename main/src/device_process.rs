@@ -208,7 +208,14 @@ fn run(arg: &str) -> Result<()> {
         }
         None => None,
     };
-    let model = match role.kind {
+    let start = Start {
+        role: &role,
+        mode,
+        device,
+        vm: vm.clone(),
+        tap_fd,
+    };
+    match role.kind {
         NicKind::VirtioNet => {
             let mut net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
@@ -219,20 +226,41 @@ fn run(arg: &str) -> Result<()> {
                     tap_fd,
                 )));
             }
-            let irq = Irqfds::new(vm.clone(), vhost.as_ref().map(|(s, _)| s.clone()));
-            VirtioNetPci::new(net, mem, irq)
-                .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?
+            let irq = Irqfds::new(vm, vhost.as_ref().map(|(s, _)| s.clone()));
+            let model = VirtioNetPci::new(net, mem, irq)
+                .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
+            start.serve(model, seccomp::ProcessKind::VirtioNet, vhost.map(|(s, _)| s))
         }
-    };
-    check_layout(role.kind, &model)?;
-    let mut server = Server::start(model, device, vm, tap_fd, vhost.map(|(s, _)| s))?;
-
-    seccomp::install(seccomp::ProcessKind::VirtioNet, mode)?;
-    if role.violate_seccomp {
-        violate_seccomp();
     }
-    info!("{}: jailed and serving", name());
-    server.serve()
+}
+
+/// What every model's process needs once the model exists.
+struct Start<'a> {
+    role: &'a DeviceRole,
+    mode: seccomp::Mode,
+    device: Channel,
+    vm: Arc<Channel>,
+    tap_fd: RawFd,
+}
+
+impl Start<'_> {
+    /// Checks the model's layout, registers its eventfds, installs the
+    /// `kind` filter and serves until the end.
+    fn serve<D: NicModel>(
+        self,
+        model: D,
+        kind: seccomp::ProcessKind,
+        vhost: Option<Arc<VhostShared>>,
+    ) -> Result<()> {
+        check_layout(self.role.kind, &model)?;
+        let mut server = Server::start(model, self.device, self.vm, self.tap_fd, vhost)?;
+        seccomp::install(kind, self.mode)?;
+        if self.role.violate_seccomp {
+            violate_seccomp();
+        }
+        info!("{}: jailed and serving", name());
+        server.serve()
+    }
 }
 
 /// Checks that the model has the BARs and MSI-X vectors the launcher
