@@ -4,9 +4,10 @@
 //! - PCI 8086:100E, class 02:00:00, INTA, no MSI; BAR 0 holds the
 //!   registers (128 KiB of memory), BAR 1 reaches them indirectly through
 //!   IOADDR/IODATA (64 bytes of I/O ports).
-//! - The EEPROM ([`eeprom`](self)) answers EERD and Microwire bit-banging
-//!   through EECD; the PHY answers MDIC; the link is what the host says
-//!   ([`E1000::set_link`]), 1000 Mb/s full duplex, auto-negotiated at once.
+//! - The 64-word EEPROM answers EERD and Microwire bit-banging through
+//!   EECD; the PHY (a Marvell 88E1011) answers MDIC; the link is what the
+//!   host says ([`E1000::set_link`]), 1000 Mb/s full duplex, negotiated at
+//!   once.
 //! - Transmit and receive rings are worked synchronously: a write of TDT
 //!   sends, the host's readable/writable events move frames. Checksum
 //!   offload and TCP segmentation are done in software.
@@ -15,6 +16,11 @@
 //!   stays non-zero; it never lowers it (KVM does, at the guest's EOI).
 //!   Interrupt moderation (ITR, RDTR, RADV, TIDV, TADV) is stored and
 //!   ignored: interrupts are never delayed.
+//!
+//! Left out: receive checksum offload (every frame says "not checked",
+//! IXSM), skipping receive descriptors with a null buffer address (0 is an
+//! address like any other here), wake-up and manageability (their
+//! registers read 0), flow control, and EEPROM writes.
 //!
 //! Everything the guest writes is hostile: a ring that is empty, outside
 //! RAM, or whose head or tail lies beyond it, or a descriptor pointing
