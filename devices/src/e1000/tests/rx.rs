@@ -271,3 +271,36 @@ fn partial_checksum_from_the_backend_is_completed() {
     all.extend_from_slice(&got[34..]);
     assert_eq!(super::offload::inet_sum(&all), 0xffff);
 }
+
+/// Linux's interrupt handler reads ICR and masks everything (IMC) for
+/// NAPI; the poll unmasks (IMS) when done. Frames arriving meanwhile
+/// interrupt then, whether the host's resample came before or after.
+#[test]
+fn napi_style_masking_interrupts_again_on_unmask() {
+    let mut h = Harness::with_hdr(0);
+    h.up();
+    let frame = |i| ether(MAC, PEER, 0x0800, &pattern(100, i));
+    h.wire.push(frame(1));
+    h.dev.backend_readable();
+    assert_eq!(h.irq.count(), 1);
+    for round in 0..2u32 {
+        // The handler.
+        assert_eq!(h.read(ICR) & int::RXT0, int::RXT0);
+        h.write(IMC, u32::MAX);
+        let late_resample = round == 1;
+        if !late_resample {
+            h.dev.intx_resample();
+        }
+        // The poll: another frame comes in while masked.
+        h.wire.push(frame(2 + round as u8));
+        h.dev.backend_readable();
+        assert_eq!(h.irq.count(), 1 + round);
+        h.write(IMS, IMS_LINUX);
+        if late_resample {
+            assert_eq!(h.irq.count(), 2, "the line is still up");
+            h.dev.intx_resample();
+        }
+        assert_eq!(h.irq.count(), 2 + round);
+    }
+    assert_eq!(h.read(RDH), 3);
+}
