@@ -50,6 +50,8 @@ pub struct Tx {
     dropping: bool,
     tso: bool,
     popts: u8,
+    /// A legacy packet's checksum start, and with IC (start, offset).
+    css: u8,
     legacy_sum: Option<(u8, u8)>,
     vlan: Option<u16>,
     /// Contexts for plain packets and for segmentation.
@@ -238,9 +240,9 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> E1000<B, M, I> {
             t.dropping = false;
             t.buf.clear();
             t.tso = ext && c & cmd::IC_TSE != 0;
+            // POPTS (data) and CSS (legacy) count in the first descriptor.
             t.popts = if ext { (d.upper >> 8) as u8 } else { 0 };
-            t.legacy_sum = (!ext && c & cmd::IC_TSE != 0)
-                .then_some(((d.upper >> 8) as u8, (d.lower >> 16) as u8));
+            t.css = (d.upper >> 8) as u8;
         }
         let len = if ext {
             d.lower & 0xf_ffff
@@ -255,9 +257,11 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> E1000<B, M, I> {
         if self.tx.dropping {
             return Ok(Step::Done);
         }
-        self.tx.vlan = (c & cmd::VLE != 0 && self.regs.ctrl & ctrl::VME != 0)
-            .then_some((d.upper >> 16) as u16);
+        // VLE, IC and CSO count in the last.
         let t = &mut self.tx;
+        t.vlan = (c & cmd::VLE != 0 && self.regs.ctrl & ctrl::VME != 0)
+            .then_some((d.upper >> 16) as u16);
+        t.legacy_sum = (!ext && c & cmd::IC_TSE != 0).then_some((t.css, (d.lower >> 16) as u8));
         if t.tso {
             if let Err(why) = offload::tso_segments(&t.tso_ctx, t.popts, t.buf.len()) {
                 self.dropped(Error::BadTso(why));
@@ -273,7 +277,8 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> E1000<B, M, I> {
     /// Appends `len` bytes at guest address `addr` to the packet.
     fn gather(&mut self, index: u32, addr: u64, len: usize) -> Result<(), Error> {
         let t = &mut self.tx;
-        if t.dropping || len == 0 {
+        // A null address or length transfers no data.
+        if t.dropping || len == 0 || addr == 0 {
             return Ok(());
         }
         let old = t.buf.len();

@@ -115,19 +115,19 @@ fn tx_huge_and_endless_packets_are_capped_and_dropped() {
     h.up();
     let mut tail = 0;
     // One data descriptor of a megabyte.
-    h.put_tx(data_desc(0, 0xf_ffff, EOP, 0), &mut tail);
+    h.put_tx(data_desc(0x1000, 0xf_ffff, EOP, 0), &mut tail);
     h.write(TDT, tail);
     assert!(h.wire.sent().is_empty());
     // A packet without end: 16 KiB pieces, around the ring ten times.
     for _ in 0..10 {
         for _ in 0..16 {
-            h.put_tx(legacy(0, 0x4000, 0), &mut tail);
+            h.put_tx(legacy(0x1000, 0x4000, 0), &mut tail);
         }
         h.write(TDT, tail);
         assert!(h.dev.tx.gathered() <= MAX_PACKET);
     }
     assert!(h.wire.sent().is_empty());
-    h.put_tx(legacy(0, 0x4000, EOP), &mut tail);
+    h.put_tx(legacy(0x1000, 0x4000, EOP), &mut tail);
     h.write(TDT, tail);
     assert!(h.wire.sent().is_empty(), "the capped packet is dropped");
     let f = good_frame(5);

@@ -72,12 +72,14 @@ fn legacy_checksum_insertion() {
     let mut h = Harness::with_hdr(0);
     h.up();
     let mut f = ether(PEER, MAC, 0x0800, &pattern(41, 3));
-    let at = h.tx_buf(&f);
-    let mut d = legacy(at, f.len() as u16, EOP | IC_TSE);
-    d[10] = 20; // CSO
-    d[13] = 14; // CSS
+    let (a, b) = (h.tx_buf(&f[..30]), h.tx_buf(&f[30..]));
+    let mut first = legacy(a, 30, IC_TSE);
+    first[13] = 14; // CSS, from the first descriptor
+    let mut last = legacy(b, f.len() as u16 - 30, EOP | IC_TSE);
+    last[10] = 20; // CSO, with IC from the last
     let mut tail = 0;
-    h.put_tx(d, &mut tail);
+    h.put_tx(first, &mut tail);
+    h.put_tx(last, &mut tail);
     h.write(TDT, tail);
     let sent = h.wire.sent();
     // The sum covers CSS to the end with the field as the driver left it.
@@ -164,4 +166,20 @@ fn blocked_backend_resumes_when_writable() {
     assert_eq!(h.tx_status(1) & 1, 1);
     assert_eq!(h.read(TDH), 2);
     assert!(!h.dev.tx_blocked());
+}
+
+#[test]
+fn null_or_empty_descriptors_transfer_nothing() {
+    let mut h = Harness::with_hdr(0);
+    h.up();
+    let f = ether(PEER, MAC, 0x0800, &pattern(60, 9));
+    let at = h.tx_buf(&f);
+    let mut tail = 0;
+    h.put_tx(legacy(0, 100, 0), &mut tail);
+    h.put_tx(legacy(at, 0, 0), &mut tail);
+    h.put_tx(legacy(at, f.len() as u16, 0), &mut tail);
+    h.put_tx(legacy(0, 0, EOP | RS), &mut tail);
+    h.write(TDT, tail);
+    assert_eq!(h.wire.sent(), vec![f]);
+    assert_eq!(h.tx_status(3) & 1, 1);
 }
