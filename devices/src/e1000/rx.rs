@@ -190,7 +190,10 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> E1000<B, M, I> {
         if hdr_len >= 10 {
             let h = &self.rx.hdr;
             if h[1] != 0 {
-                return None; // GSO: the backend must not be set up for it
+                if self.logs.backend.hit() {
+                    warn!("e1000: backend sent a GSO frame (its offloads must stay off); dropped");
+                }
+                return None;
             }
             if h[0] & NEEDS_CSUM != 0 {
                 let start = usize::from(u16::from_le_bytes([h[6], h[7]]));

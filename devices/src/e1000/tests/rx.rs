@@ -304,3 +304,17 @@ fn napi_style_masking_interrupts_again_on_unmask() {
     }
     assert_eq!(h.read(RDH), 3);
 }
+
+#[test]
+fn gso_frames_from_a_misconfigured_backend_are_dropped() {
+    let mut h = Harness::new();
+    h.up();
+    let big = ether(MAC, PEER, 0x0800, &pattern(1400, 14));
+    let mut gso = vec![0, 1, 0, 0, 0x5c, 0x05, 0, 0, 0, 0, 0, 0];
+    gso.extend(&big);
+    h.wire.push(gso);
+    h.wire.push(tapped(&big));
+    h.dev.backend_readable();
+    assert_eq!(h.read(RDH), 1);
+    assert_eq!(&h.rx_data(0, big.len()), &big);
+}
