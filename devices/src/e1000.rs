@@ -36,6 +36,10 @@
 //! [`Interrupts::assert_intx`] and [`HostedPciDevice::intx_resample`];
 //! the tap fd in epoll (edge-triggered is enough) to
 //! [`E1000::backend_readable`] and [`E1000::backend_writable`].
+//! `intx_resample` must follow every EOI: the model asserts INTx only on
+//! a rising edge of its own view of the line, which a resample lowers.
+//! The tap keeps its offloads off (no TUNSETOFFLOAD): frames go out behind
+//! an all-zero virtio_net_hdr, and GSO frames coming in are dropped.
 
 mod crc;
 mod eeprom;
