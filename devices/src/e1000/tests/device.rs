@@ -324,3 +324,12 @@ fn partial_and_indirect_accesses() {
     h.dev.bar_read(IO_BAR, 8, &mut four);
     assert_eq!(four, [0; 4]);
 }
+
+#[test]
+fn register_tables_are_sorted_and_disjoint() {
+    assert!(PLAIN.windows(2).all(|w| w[0].0 < w[1].0), "binary search");
+    for &(off, _, _) in &PLAIN {
+        assert!(!IGNORED.iter().any(|&(s, e)| (s..e).contains(&off)));
+        assert!(!(STATS_START..STATS_END).contains(&off));
+    }
+}
