@@ -5,5 +5,6 @@
 //! machines: they know nothing of processes or sockets.
 
 pub mod backend;
+pub mod e1000;
 pub mod pci;
 pub mod virtio;
