@@ -63,7 +63,7 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// NIC models moatvm can create; a valid NIC of any other model is refused
 /// as "not implemented yet". Later issues add to these.
-const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[NicModel::VirtioNetPci];
+const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[NicModel::VirtioNetPci, NicModel::E1000];
 /// Netdev types moatvm can create, likewise (checked for the netdevs a NIC
 /// reaches; unused ones only get a warning).
 const IMPLEMENTED_NETDEV_TYPES: &[&str] = &["tap"];
@@ -175,6 +175,8 @@ pub enum ConfigError {
     NetdevNotImplemented { origin: String, kind: &'static str },
     #[error("{origin}: {what} is not implemented yet")]
     OptionNotImplemented { origin: String, what: &'static str },
+    #[error("{origin}: vhost=on serves only virtio-net-pci, not {model}")]
+    VhostNeedsVirtio { origin: String, model: &'static str },
 }
 
 /// The config file, as written.
@@ -665,6 +667,20 @@ impl VmConfig {
                     model: nic.model.name(),
                 });
             }
+            let netdev = nic
+                .netdev
+                .as_ref()
+                .and_then(|id| net.netdevs.iter().find(|d| &d.id == id));
+            if let Some(Backend::Tap(t)) = netdev.map(|d| &d.backend) {
+                let vhost =
+                    t.vhost == Some(true) || t.vhostfd.is_some() || t.vhostforce == Some(true);
+                if vhost && nic.model != NicModel::VirtioNetPci {
+                    return Err(ConfigError::VhostNeedsVirtio {
+                        origin: nic.origin.clone(),
+                        model: nic.model.name(),
+                    });
+                }
+            }
         }
         for nd in net.reachable_netdevs() {
             let kind = nd.backend.type_name();
@@ -1025,6 +1041,14 @@ mod tests {
         args.device = vec!["virtio-net-pci,netdev=n0".into()];
         let c = build(&args).unwrap();
         assert_eq!((c.net.nics.len(), c.net.netdevs.len()), (1, 1));
+        args.netdev = vec!["tap,id=n0,vhost=on".into()];
+        args.device = vec!["e1000,netdev=n0".into()];
+        assert_eq!(
+            error(&args),
+            "--device e1000: vhost=on serves only virtio-net-pci, not e1000"
+        );
+        args.device = vec!["virtio-net-pci,netdev=n0".into()];
+        assert!(build(&args).is_ok());
         args.netdev = vec!["tap,id=n0,queues=2".into()];
         assert_eq!(
             error(&args),

@@ -50,6 +50,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use devices::backend::tap::{Tap, TapBackend};
+use devices::e1000::E1000;
 use devices::pci::{BarKind, HostedPciDevice, Interrupts, MsixChange};
 use devices::virtio::net::{Net, VirtioNetPci};
 use ipc::messages::{DeviceReply, DeviceRequest, RegData, VmReply, VmRequest};
@@ -230,6 +231,13 @@ fn run(arg: &str) -> Result<()> {
             let model = VirtioNetPci::new(net, mem, irq)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
             start.serve(model, seccomp::ProcessKind::VirtioNet, vhost.map(|(s, _)| s))
+        }
+        NicKind::E1000 => {
+            if vhost.is_some() {
+                bail!("vhost-net serves only virtio-net-pci");
+            }
+            let model = E1000::new(tap, role.mac, mem, Irqfds::new(vm, None));
+            start.serve(model, seccomp::ProcessKind::E1000, None)
         }
     }
 }
@@ -466,6 +474,19 @@ impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
     fn raise_queue_interrupt(&mut self, queue: u16) {
         VirtioNetPci::raise_queue_interrupt(self, queue);
     }
+}
+
+impl NicModel for E1000<TapBackend, GuestMemoryMmap, Irqfds> {
+    fn backend_readable(&mut self) {
+        E1000::backend_readable(self);
+    }
+    fn backend_writable(&mut self) {
+        E1000::backend_writable(self);
+    }
+    fn interrupts(&self) -> &Irqfds {
+        E1000::interrupts(self)
+    }
+    fn raise_queue_interrupt(&mut self, _queue: u16) {}
 }
 
 /// Asks the vCPU process for `request` with `fd` attached, and waits for

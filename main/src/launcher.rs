@@ -242,6 +242,7 @@ fn plan_nic(
 ) -> Result<NicPlan> {
     let kind = match nic.model {
         NicModel::VirtioNetPci => NicKind::VirtioNet,
+        NicModel::E1000 => NicKind::E1000,
         other => bail!(
             "{}: NIC model '{}' is not implemented yet",
             nic.origin,

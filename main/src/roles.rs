@@ -111,6 +111,7 @@ impl VcpuRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NicKind {
     VirtioNet,
+    E1000,
 }
 
 impl NicKind {
@@ -121,6 +122,15 @@ impl NicKind {
             // One 32 KiB 64-bit BAR: common, ISR, device, notify, MSI-X
             // table and PBA; vectors for RX, TX, control and configuration.
             NicKind::VirtioNet => (vec![(0, BarKindName::Memory64, false, 0x8000)], 4),
+            // 128 KiB of registers and the 64-byte IOADDR/IODATA window;
+            // INTx only.
+            NicKind::E1000 => (
+                vec![
+                    (0, BarKindName::Memory32, false, 0x2_0000),
+                    (1, BarKindName::Io, false, 0x40),
+                ],
+                0,
+            ),
         }
     }
 }
