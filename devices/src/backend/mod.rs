@@ -1,6 +1,9 @@
 //! Host-side network backends: where a NIC's frames go.
 //!
 //! - [`tap`]: tap devices (`/dev/net/tun`), one descriptor per queue.
+//! - [`frames`]: the frame channel, a `SOCK_SEQPACKET` socketpair between a
+//!   NIC process and a backend process that is not a tap (user-mode
+//!   networking), one Ethernet frame per message.
 //! - [`bridge`]: the few rtnetlink operations the launcher needs to put a
 //!   tap on a bridge (create, bring up, enslave, delete, query), over a
 //!   synchronous netlink socket; no `ip` binary is run.
@@ -10,9 +13,13 @@
 //! ([`tap::Tap::from_fd`]).
 
 pub mod bridge;
+pub mod frames;
 pub mod tap;
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::virtio::net::NetBackend;
 
 /// What went wrong in a backend, naming the interface and the step.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +94,60 @@ pub fn check_ifname(name: &str) -> Result<()> {
         return bad("contains '/', ':', NUL or whitespace");
     }
     Ok(())
+}
+
+/// What a NIC process moves its frames through: the tap the launcher made,
+/// or a frame channel to a backend process.
+#[derive(Debug)]
+pub enum NicBackend {
+    Tap(tap::TapBackend),
+    Frames(frames::FrameChannel),
+}
+
+impl NetBackend for NicBackend {
+    fn readv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            NicBackend::Tap(b) => b.readv(iov),
+            NicBackend::Frames(b) => b.readv(iov),
+        }
+    }
+
+    fn writev(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            NicBackend::Tap(b) => b.writev(iov),
+            NicBackend::Frames(b) => b.writev(iov),
+        }
+    }
+
+    fn vnet_hdr_len(&self) -> usize {
+        match self {
+            NicBackend::Tap(b) => b.vnet_hdr_len(),
+            NicBackend::Frames(b) => b.vnet_hdr_len(),
+        }
+    }
+
+    fn offloads(&self) -> u64 {
+        match self {
+            NicBackend::Tap(b) => b.offloads(),
+            NicBackend::Frames(b) => b.offloads(),
+        }
+    }
+
+    fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
+        match self {
+            NicBackend::Tap(b) => b.set_offloads(acked),
+            NicBackend::Frames(b) => b.set_offloads(acked),
+        }
+    }
+}
+
+impl AsFd for NicBackend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            NicBackend::Tap(b) => b.as_fd(),
+            NicBackend::Frames(b) => b.as_fd(),
+        }
+    }
 }
 
 /// Runs tests inside a network namespace of their own, so that no tap or
