@@ -4,6 +4,8 @@
 //! - [`frames`]: the frame channel, a `SOCK_SEQPACKET` socketpair between a
 //!   NIC process and a backend process that is not a tap (user-mode
 //!   networking), one Ethernet frame per message.
+//! - [`slirp`]: user-mode networking (libslirp) on a frame channel, run by
+//!   a backend process of its own in the host's network namespace.
 //! - [`bridge`]: the few rtnetlink operations the launcher needs to put a
 //!   tap on a bridge (create, bring up, enslave, delete, query), over a
 //!   synchronous netlink socket; no `ip` binary is run.
@@ -14,6 +16,7 @@
 
 pub mod bridge;
 pub mod frames;
+pub mod slirp;
 pub mod tap;
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -60,6 +63,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// User-mode networking cannot be set up as configured.
+    #[error("user networking: {0}")]
+    Slirp(String),
 }
 
 /// Result with the backend [`Error`].
