@@ -5,13 +5,15 @@
 //! ```text
 //! moatvm __device '<DeviceRole as TOML>'
 //!   fd 3  guest-RAM memfd            fd 5  vm-control channel (VmRequest →)
-//!   fd 4  device channel (→ DeviceRequest)   fd 6  tap (queue 0)
+//!   fd 4  device channel (→ DeviceRequest)   fd 6  backend: the tap (queue 0),
+//!                                                  or a frame channel to a
+//!                                                  backend process
 //! ```
 //!
 //! Start-up, in this order:
 //! 1. parse the role, take descriptors 3-6;
 //! 2. `jail::enter` (while single-threaded: the process never starts a thread);
-//! 3. map guest RAM, wrap the channels and the tap, build the model;
+//! 3. map guest RAM, wrap the channels and the backend, build the model;
 //! 4. on the vm-control channel, one request at a time, each awaiting its
 //!    [`VmReply`]: `RegisterIrqfd { vector }` for every MSI-X vector
 //!    (0..n, one eventfd each), then `RegisterIoevent` for every doorbell
@@ -19,7 +21,7 @@
 //!    any width, no datamatch). A refused irqfd is fatal; a refused
 //!    doorbell is only logged (the guest's write then arrives as a
 //!    `BarWrite`, which the model handles the same way, only slower);
-//! 5. one epoll set over the device channel, the doorbells and the tap;
+//! 5. one epoll set over the device channel, the doorbells and the backend;
 //! 6. the seccomp filter (`virtio-net`), then serve until `Shutdown` or a
 //!    hang-up.
 //!
@@ -45,7 +47,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
+use devices::backend::frames::FrameChannel;
 use devices::backend::tap::{Tap, TapBackend};
+use devices::backend::NicBackend;
 use devices::pci::{BarKind, HostedPciDevice, Interrupts, MsixChange};
 use devices::virtio::net::{Net, VirtioNetPci};
 use ipc::messages::{DeviceReply, DeviceRequest, RegData, VmReply, VmRequest};
@@ -54,7 +58,7 @@ use log::{error, info, warn};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::roles::{device_fds, BarKindName, DeviceRole, NicKind};
+use crate::roles::{device_fds, BackendKind, BarKindName, DeviceRole, NicKind};
 use crate::vcpu::memory::map_guest_ram;
 
 /// Exit status after a panic (the panic hook exits with it at once, so a
@@ -113,11 +117,11 @@ struct Inherited {
     ram: OwnedFd,
     device: OwnedFd,
     vm: OwnedFd,
-    tap: OwnedFd,
+    backend: OwnedFd,
 }
 
 /// Takes ownership of inherited descriptor `fd`, which must be open.
-fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
+pub(crate) fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the flags of a descriptor number.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         bail!(
@@ -136,7 +140,7 @@ fn take_fds() -> Result<Inherited> {
         ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
         device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
         vm: take_fd(device_fds::VM_CONTROL, "vm-control channel")?,
-        tap: take_fd(device_fds::TAP, "tap")?,
+        backend: take_fd(device_fds::BACKEND, "backend")?,
     })
 }
 
@@ -151,7 +155,7 @@ fn run(arg: &str) -> Result<()> {
             device_fds::GUEST_RAM,
             device_fds::DEVICE_CHANNEL,
             device_fds::VM_CONTROL,
-            device_fds::TAP,
+            device_fds::BACKEND,
         ],
         // 0-6, one memfd duplicate per RAM region, an eventfd per MSI-X
         // vector and per queue, the epoll: about 20.
@@ -177,13 +181,20 @@ fn run(arg: &str) -> Result<()> {
     drop(ram);
     let device = Channel::from_fd(fds.device).context("device channel")?;
     let vm = Arc::new(Channel::from_fd(fds.vm).context("vm-control channel")?);
-    let tap = Tap::from_fd(fds.tap).context("tap")?;
-    let tap = TapBackend::new(tap).context("tap")?;
-    let tap_fd = tap.as_fd().as_raw_fd();
+    let backend = match role.backend {
+        BackendKind::Tap => {
+            let tap = Tap::from_fd(fds.backend).context("tap")?;
+            NicBackend::Tap(TapBackend::new(tap).context("tap")?)
+        }
+        BackendKind::Frames => {
+            NicBackend::Frames(FrameChannel::from_fd(fds.backend).context("frame channel")?)
+        }
+    };
+    let tap_fd = backend.as_fd().as_raw_fd();
 
     let model = match role.kind {
         NicKind::VirtioNet => {
-            let net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
+            let net = Net::new(backend, Some(role.mac), QUEUE_SIZE)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
             VirtioNetPci::new(net, mem, Irqfds::new(vm.clone()))
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?
@@ -375,7 +386,7 @@ trait NicModel: HostedPciDevice {
     fn interrupts(&self) -> &Irqfds;
 }
 
-impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
+impl NicModel for VirtioNetPci<NicBackend, GuestMemoryMmap, Irqfds> {
     fn backend_readable(&mut self) {
         VirtioNetPci::backend_readable(self);
     }
@@ -536,9 +547,10 @@ impl<D: NicModel> Server<D> {
             self.model.backend_writable();
         }
         if set.intersects(EventSet::ERROR | EventSet::HANG_UP) && self.tap_attached {
-            // The tap went away under us (its interface was deleted): the
-            // cable is unplugged, but the guest keeps its device.
-            error!("{}: the tap reports an error; no more frames", name());
+            // The tap went away under us (its interface was deleted), or
+            // the backend process did: the cable is unplugged, but the
+            // guest keeps its device.
+            error!("{}: the backend reports an error; no more frames", name());
             self.tap_attached = false;
             let _ = self
                 .epoll
