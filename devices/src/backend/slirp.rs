@@ -39,7 +39,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use libslirp::{Context, Handler, PollEvents};
 use libslirp_sys::SlirpConfig;
@@ -228,15 +229,15 @@ struct Shared {
     guest_errors: u64,
 }
 
-/// Monotonic time in nanoseconds (libslirp's clock).
+/// libslirp's clock, in nanoseconds: monotonic, from one second before the
+/// process first asked. libslirp keeps the time in milliseconds in an
+/// unsigned 32-bit global, so a clock that started at boot would wrap
+/// after 49 days of uptime, not of running; and it takes a time of 0 for
+/// "no timer set", so the clock never reads 0.
 fn now_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    1_000_000_000 + start.elapsed().as_nanos() as i64
 }
 
 impl Handler for Shared {
@@ -492,16 +493,19 @@ impl Slirp {
                 return Err(e);
             }
         }
-        let channel = if failed { 0 } else { self.pollfds[0].revents };
-        if channel != 0 {
-            self.guest_frames();
-        }
+        // libslirp's sockets first: this also sets libslirp's idea of the
+        // time, which the guest's frames must not see stale (a socket
+        // opened for one would expire at once).
         let Slirp { ctx, pollfds, .. } = self;
         ctx.pollfds_poll(failed, |idx| {
             pollfds
                 .get(idx as usize)
                 .map_or(PollEvents::empty(), |p| from_poll(p.revents))
         });
+        let channel = if failed { 0 } else { self.pollfds[0].revents };
+        if channel != 0 {
+            self.guest_frames();
+        }
         self.run_timers();
         if channel & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             return Ok(Flow::Stop);
