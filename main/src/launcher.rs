@@ -444,8 +444,9 @@ fn stable_mac(index: usize, id: &str) -> [u8; 6] {
     [0x52, 0x54, 0x00, b[0], b[1], b[2]]
 }
 
-/// Waits until the vCPU process ends (the VM is over) or a device process
-/// dies (the VM cannot go on); forwards stop signals. Returns the exit code.
+/// Waits until the vCPU process ends (the VM is over) or a device or
+/// backend process dies (the VM cannot go on); forwards stop signals.
+/// Returns the exit code.
 fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
     let vcpu_pid = Pid::from_raw(children[0].child.id() as i32);
     let code = loop {
@@ -461,12 +462,14 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
             }
         }
         if let Some((mut i, mut status)) = ended {
-            // A device process exits 0 only once its channels close, that is
-            // when the vCPU process is already ending (its descriptors close
-            // before it can be reaped): let the vCPU process's end decide.
+            // A device or backend process exits 0 only once a channel of its
+            // closes: when the vCPU process is already ending (its
+            // descriptors close before it can be reaped), or when the process
+            // on the other end of its frame channel died. Let that one's end
+            // decide.
             if i != 0 && status.code() == Some(0) {
-                if let Some(vcpu_status) = wait_briefly(&mut children[0].child, VCPU_EXIT_GRACE) {
-                    (i, status) = (0, vcpu_status);
+                if let Some(cause) = wait_for_cause(children, i, VCPU_EXIT_GRACE) {
+                    (i, status) = cause;
                 }
             }
             let c = &children[i];
@@ -505,17 +508,29 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
 /// saw its channels close.
 const VCPU_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Waits up to `grace` for `child` to end; its status if it did.
-fn wait_briefly(child: &mut jail::Child, grace: std::time::Duration) -> Option<ExitStatus> {
+/// Waits up to `grace` for the vCPU process to end, or for a process other
+/// than `quiet` (which exited 0) to fail; which one and how, if one did.
+fn wait_for_cause(
+    children: &mut [Supervised],
+    quiet: usize,
+    grace: std::time::Duration,
+) -> Option<(usize, ExitStatus)> {
     let deadline = std::time::Instant::now() + grace;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
+        for (i, c) in children.iter_mut().enumerate() {
+            if i == quiet {
+                continue;
             }
-            _ => return None,
+            if let Ok(Some(status)) = c.child.try_wait() {
+                if i == 0 || status.code() != Some(0) {
+                    return Some((i, status));
+                }
+            }
         }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
