@@ -14,7 +14,9 @@
 //!
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
 //! the same image: validates the lab itself), `virtio_tap` (virtio-net over
-//! a tap and bridge, the jail, and a seccomp kill).
+//! a tap and bridge, the jail, and a seccomp kill), `slirp` (virtio-net on
+//! user-mode networking: DHCP, traffic to L1's loopback, hostfwd, the
+//! backend's jail and a seccomp kill; not run yet).
 
 pub mod checks;
 pub mod env;
@@ -26,5 +28,7 @@ pub mod vmm;
 mod boot;
 #[cfg(test)]
 mod qemu;
+#[cfg(test)]
+mod slirp;
 #[cfg(test)]
 mod virtio_tap;
