@@ -177,8 +177,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "kill|log", default_value = "kill", value_parser = ["kill", "log"])]
     pub seccomp: String,
 
-    /// Testing only: the process of this NIC (id or index) makes a forbidden
-    /// system call once running, to show that the jail kills it.
+    /// Testing only: the process of this NIC (id or index) or user-mode
+    /// netdev (id) makes a forbidden system call once running, to show that
+    /// the jail kills it.
     #[arg(long, value_name = "NIC", hide = true)]
     pub x_violate_seccomp: Option<String>,
 }

@@ -66,7 +66,7 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[NicModel::VirtioNetPci, NicModel::E1000];
 /// Netdev types moatvm can create, likewise (checked for the netdevs a NIC
 /// reaches; unused ones only get a warning).
-const IMPLEMENTED_NETDEV_TYPES: &[&str] = &["tap"];
+const IMPLEMENTED_NETDEV_TYPES: &[&str] = &["tap", "user"];
 
 /// Where the guest's COM1 goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,8 @@ pub enum ConfigError {
     OptionNotImplemented { origin: String, what: &'static str },
     #[error("{origin}: vhost=on serves only virtio-net-pci, not {model}")]
     VhostNeedsVirtio { origin: String, model: &'static str },
+    #[error("{origin}: {reason}")]
+    User { origin: String, reason: String },
 }
 
 /// The config file, as written.
@@ -703,6 +705,22 @@ impl VmConfig {
                     });
                 }
             }
+            if let Backend::User(u) = &nd.backend {
+                // libslirp's TFTP server opens files by path, which the
+                // backend's jail (an empty root, no open(2)) rules out.
+                if u.tftp.is_some() {
+                    return Err(ConfigError::OptionNotImplemented {
+                        origin: nd.origin.clone(),
+                        what: "tftp= (a TFTP server)",
+                    });
+                }
+                if let Err(e) = crate::user_net::config(u, None).check() {
+                    return Err(ConfigError::User {
+                        origin: nd.origin.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
         }
         for nic in &net.nics {
             let unimplemented = if nic.netdev.is_none() {
@@ -1080,9 +1098,11 @@ mod tests {
         // --nic and --net NICs are not implemented either.
         let (_dir, mut args) = setup("net2");
         args.nic = vec!["user,model=e1000".into()];
+        assert_eq!(build(&args).unwrap().net.nics[0].model, NicModel::E1000);
+        args.nic = vec!["user,model=rtl8139".into()];
         assert_eq!(
             error(&args),
-            "--nic user: NIC model 'e1000' is not implemented yet"
+            "--nic user: NIC model 'rtl8139' is not implemented yet"
         );
         args.nic.clear();
         args.net = vec!["nic,model=rtl8139".into(), "user".into()];
@@ -1090,6 +1110,43 @@ mod tests {
             error(&args),
             "--net nic: NIC model 'rtl8139' is not implemented yet"
         );
+    }
+
+    #[test]
+    fn user_networking_is_implemented_with_implemented_nics() {
+        let (_dir, mut args) = setup("user");
+        args.netdev = vec!["user,id=n0,hostfwd=tcp::2222-:22,restrict=on".into()];
+        args.device = vec!["virtio-net-pci,netdev=n0".into()];
+        let c = build(&args).unwrap();
+        assert_eq!(c.net.netdevs[0].backend.type_name(), "user");
+        args.netdev.clear();
+        args.device.clear();
+        args.nic = vec!["user,model=virtio-net-pci,mac=52:54:00:12:34:56".into()];
+        assert_eq!(build(&args).unwrap().net.nics.len(), 1);
+        args.nic = vec!["user".into()];
+        assert_eq!(build(&args).unwrap().net.nics.len(), 1);
+        args.nic = vec!["user,model=e1000".into()];
+        assert_eq!(build(&args).unwrap().net.nics[0].model, NicModel::E1000);
+        args.nic = vec!["user,model=rtl8139".into()];
+        assert_eq!(
+            error(&args),
+            "--nic user: NIC model 'rtl8139' is not implemented yet"
+        );
+        args.nic = vec!["user,tftp=/srv/tftp".into()];
+        assert_eq!(
+            error(&args),
+            "--nic user: tftp= (a TFTP server) is not implemented yet"
+        );
+        args.nic = vec![format!("user,bootfile={}", "b".repeat(200))];
+        assert!(
+            error(&args).starts_with("--nic user: user networking: bootfile longer than"),
+            "{}",
+            error(&args)
+        );
+        // Behind a hub (--net), the hub is what is missing.
+        args.nic.clear();
+        args.net = vec!["nic".into(), "user".into()];
+        assert!(error(&args).contains("'hubport' is not implemented yet"));
     }
 
     #[test]
@@ -1148,11 +1205,14 @@ netdev = ["user,id=u0"]
         let (dir, mut args) = setup("mix");
         let cfg = dir.write("vm.toml", b"netdev = [\"user,id=u0\"]\nmemory = 256\n");
         args.config = Some(cfg.clone());
-        args.device = vec!["e1000,netdev=u0".into()];
+        args.device = vec!["pcnet,netdev=u0".into()];
         assert_eq!(
             error(&args),
-            "--device e1000: NIC model 'e1000' is not implemented yet"
+            "--device pcnet: NIC model 'pcnet' is not implemented yet"
         );
+        args.device = vec!["e1000,netdev=u0".into()];
+        let c = build(&args).unwrap();
+        assert_eq!((c.memory_mib, c.net.netdevs[0].id.as_str()), (256, "u0"));
         // An overridden file value is not checked.
         std::fs::write(&cfg, "memory = \"12XB\"\n").unwrap();
         args.device.clear();

@@ -5,14 +5,16 @@
 //! ```text
 //! moatvm __device '<DeviceRole as TOML>'
 //!   fd 3  guest-RAM memfd            fd 5  vm-control channel (VmRequest →)
-//!   fd 4  device channel (→ DeviceRequest)   fd 6  tap (queue 0)
+//!   fd 4  device channel (→ DeviceRequest)   fd 6  backend: the tap (queue 0),
+//!                                                  or a frame channel to a
+//!                                                  backend process
 //!   fd 7  /dev/vhost-net (only with vhost=on)
 //! ```
 //!
 //! Start-up, in this order:
 //! 1. parse the role, take descriptors 3-6;
 //! 2. `jail::enter` (while single-threaded: the process never starts a thread);
-//! 3. map guest RAM, wrap the channels and the tap, build the model;
+//! 3. map guest RAM, wrap the channels and the backend, build the model;
 //! 4. on the vm-control channel, one request at a time, each awaiting its
 //!    [`VmReply`]: `RegisterIrqfd { vector }` for every MSI-X vector
 //!    (0..n, one eventfd each), `RegisterIntx { resample: true }` (a
@@ -23,7 +25,7 @@
 //!    doorbell is only logged (the guest's write then arrives as a
 //!    `BarWrite`, which the model handles the same way, only slower);
 //! 5. one epoll set over the device channel, the doorbells, the INTx
-//!    resample eventfd and the tap;
+//!    resample eventfd and the backend;
 //! 6. the seccomp filter (`virtio-net`), then serve until `Shutdown` or a
 //!    hang-up.
 //!
@@ -49,7 +51,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
+use devices::backend::frames::FrameChannel;
 use devices::backend::tap::{Tap, TapBackend};
+use devices::backend::NicBackend;
 use devices::e1000::E1000;
 use devices::pci::{BarKind, HostedPciDevice, Interrupts, MsixChange};
 use devices::virtio::net::{Net, VirtioNetPci};
@@ -59,7 +63,7 @@ use log::{error, info, warn};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::roles::{device_fds, BarKindName, DeviceRole, NicKind};
+use crate::roles::{device_fds, BackendKind, BarKindName, DeviceRole, NicKind};
 use crate::vcpu::memory::map_guest_ram;
 
 mod vhost;
@@ -124,12 +128,12 @@ struct Inherited {
     ram: OwnedFd,
     device: OwnedFd,
     vm: OwnedFd,
-    tap: OwnedFd,
+    backend: OwnedFd,
     vhost: Option<OwnedFd>,
 }
 
 /// Takes ownership of inherited descriptor `fd`, which must be open.
-fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
+pub(crate) fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the flags of a descriptor number.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         bail!(
@@ -148,7 +152,7 @@ fn take_fds(vhost: bool) -> Result<Inherited> {
         ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
         device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
         vm: take_fd(device_fds::VM_CONTROL, "vm-control channel")?,
-        tap: take_fd(device_fds::TAP, "tap")?,
+        backend: take_fd(device_fds::BACKEND, "backend")?,
         vhost: match vhost {
             true => Some(take_fd(device_fds::VHOST, "vhost-net")?),
             false => None,
@@ -165,7 +169,7 @@ fn run(arg: &str) -> Result<()> {
         device_fds::GUEST_RAM,
         device_fds::DEVICE_CHANNEL,
         device_fds::VM_CONTROL,
-        device_fds::TAP,
+        device_fds::BACKEND,
     ];
     if role.vhost {
         keep_fds.push(device_fds::VHOST);
@@ -197,9 +201,19 @@ fn run(arg: &str) -> Result<()> {
     drop(ram);
     let device = Channel::from_fd(fds.device).context("device channel")?;
     let vm = Arc::new(Channel::from_fd(fds.vm).context("vm-control channel")?);
-    let tap = Tap::from_fd(fds.tap).context("tap")?;
-    let tap = TapBackend::new(tap).context("tap")?;
-    let tap_fd = tap.as_fd().as_raw_fd();
+    let backend = match role.backend {
+        BackendKind::Tap => {
+            let tap = Tap::from_fd(fds.backend).context("tap")?;
+            NicBackend::Tap(TapBackend::new(tap).context("tap")?)
+        }
+        BackendKind::Frames => {
+            NicBackend::Frames(FrameChannel::from_fd(fds.backend).context("frame channel")?)
+        }
+    };
+    let tap_fd = backend.as_fd().as_raw_fd();
+    if fds.vhost.is_some() && role.backend != BackendKind::Tap {
+        bail!("vhost-net needs a tap backend");
+    }
 
     // vhost-net: this process becomes the owner (it maps guest RAM).
     let vhost = match fds.vhost {
@@ -218,7 +232,7 @@ fn run(arg: &str) -> Result<()> {
     };
     match role.kind {
         NicKind::VirtioNet => {
-            let mut net = Net::new(tap, Some(role.mac), QUEUE_SIZE)
+            let mut net = Net::new(backend, Some(role.mac), QUEUE_SIZE)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
             if let Some((shared, features)) = &vhost {
                 net = net.with_offload(Box::new(VhostOffload::new(
@@ -230,13 +244,17 @@ fn run(arg: &str) -> Result<()> {
             let irq = Irqfds::new(vm, vhost.as_ref().map(|(s, _)| s.clone()));
             let model = VirtioNetPci::new(net, mem, irq)
                 .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
-            start.serve(model, seccomp::ProcessKind::VirtioNet, vhost.map(|(s, _)| s))
+            start.serve(
+                model,
+                seccomp::ProcessKind::VirtioNet,
+                vhost.map(|(s, _)| s),
+            )
         }
         NicKind::E1000 => {
             if vhost.is_some() {
                 bail!("vhost-net serves only virtio-net-pci");
             }
-            let model = E1000::new(tap, role.mac, mem, Irqfds::new(vm, None));
+            let model = E1000::new(backend, role.mac, mem, Irqfds::new(vm, None));
             start.serve(model, seccomp::ProcessKind::E1000, None)
         }
     }
@@ -461,7 +479,7 @@ trait NicModel: HostedPciDevice {
     fn raise_queue_interrupt(&mut self, queue: u16);
 }
 
-impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
+impl NicModel for VirtioNetPci<NicBackend, GuestMemoryMmap, Irqfds> {
     fn backend_readable(&mut self) {
         VirtioNetPci::backend_readable(self);
     }
@@ -476,7 +494,7 @@ impl NicModel for VirtioNetPci<TapBackend, GuestMemoryMmap, Irqfds> {
     }
 }
 
-impl NicModel for E1000<TapBackend, GuestMemoryMmap, Irqfds> {
+impl NicModel for E1000<NicBackend, GuestMemoryMmap, Irqfds> {
     fn backend_readable(&mut self) {
         E1000::backend_readable(self);
     }
@@ -722,9 +740,10 @@ impl<D: NicModel> Server<D> {
             self.model.backend_writable();
         }
         if set.intersects(EventSet::ERROR | EventSet::HANG_UP) && self.tap_attached {
-            // The tap went away under us (its interface was deleted): the
-            // cable is unplugged, but the guest keeps its device.
-            error!("{}: the tap reports an error; no more frames", name());
+            // The tap went away under us (its interface was deleted), or
+            // the backend process did: the cable is unplugged, but the
+            // guest keeps its device.
+            error!("{}: the backend reports an error; no more frames", name());
             self.tap_attached = false;
             let _ = self
                 .epoll

@@ -1,8 +1,14 @@
 //! The launcher: the process the user starts. It checks what it can, opens
 //! /dev/kvm, puts guest RAM in a memfd and the kernel into it, creates taps
-//! and bridges, spawns the jailed vCPU process and one jailed process per
-//! NIC, and supervises them until the VM ends. Then it removes what it
-//! created and says which process ended the VM, and why.
+//! and bridges, spawns the jailed vCPU process, one jailed process per NIC
+//! and one per user-mode network, and supervises them until the VM ends.
+//! Then it removes what it created and says which process ended the VM,
+//! and why.
+//!
+//! A `user` netdev needs nothing of the launcher but a frame channel (a
+//! socketpair) and a backend process, spawned in the host's network
+//! namespace: no tap, no bridge, no privilege. A VM whose NICs all use
+//! `user` networking needs only /dev/kvm.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
@@ -14,12 +20,16 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 
+use devices::backend::frames::FrameChannel;
 use devices::backend::{bridge, tap::Tap};
 use ipc::Channel;
 
 use crate::config::{SerialConfig, VmConfig};
 use crate::netspec::{Backend, Nic, NicModel};
-use crate::roles::{self, AssignedBar, BarKindName, DeviceRole, NicKind, RemoteDevice, VcpuRole};
+use crate::roles::{
+    self, AssignedBar, BackendKind, BackendRole, BackendSpec, BarKindName, DeviceRole, NicKind,
+    RemoteDevice, VcpuRole,
+};
 use crate::vcpu::{boot, layout, memory};
 
 /// Debugging and testing switches that are not part of the VM's description.
@@ -27,8 +37,9 @@ use crate::vcpu::{boot, layout, memory};
 pub struct Options {
     /// `kill` or `log`.
     pub seccomp: String,
-    /// The NIC (by id or index) whose process should break its seccomp
-    /// policy once running: how the tests show the jail works.
+    /// The NIC (by id or index) or user-mode netdev (by id) whose process
+    /// should break its seccomp policy once running: how the tests show
+    /// the jail works.
     pub violate_seccomp: Option<String>,
 }
 
@@ -62,10 +73,20 @@ impl Created {
 /// A NIC ready to be spawned: its process's role and descriptors.
 struct NicPlan {
     role: DeviceRole,
-    tap: OwnedFd,
+    /// The tap, or the NIC's end of a frame channel.
+    backend: OwnedFd,
     /// `/dev/vhost-net` (or `vhostfd=`), with `vhost=on`.
     vhost: Option<OwnedFd>,
     layout: RemoteDevice,
+    /// The backend process on the other end of the frame channel.
+    backend_process: Option<BackendPlan>,
+}
+
+/// A backend process ready to be spawned.
+struct BackendPlan {
+    role: BackendRole,
+    /// The backend's end of the frame channel.
+    frames: OwnedFd,
 }
 
 /// Runs the VM `cfg` describes to its end; returns the exit code.
@@ -124,9 +145,41 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
     }
     if nics.is_empty() {
         log::debug!("no NIC: no tap, bridge or device process is needed");
+    } else if nics.iter().all(|n| n.role.backend == BackendKind::Frames) {
+        log::debug!(
+            "user-mode networking only: no tap or bridge, no privilege beyond /dev/kvm is needed"
+        );
     }
 
     let mut children = Vec::new();
+    for plan in nics.iter().filter_map(|n| n.backend_process.as_ref()) {
+        let spawned = jail::Command::current_exe()
+            .arg0("moatvm")
+            .arg(roles::BACKEND)
+            .arg(plan.role.to_arg())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .fd(plan.frames.as_fd(), roles::backend_fds::FRAMES)
+            // Its sockets are the host's: it stays in the host's network
+            // namespace.
+            .new_net(false)
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                kill_all(&children);
+                return Err(e)
+                    .with_context(|| format!("cannot start the process of {}", plan.role.name));
+            }
+        };
+        log::debug!("backend {} runs as pid {}", plan.role.name, child.id());
+        children.push(Supervised {
+            what: format!("backend {}", plan.role.name),
+            child,
+        });
+    }
     let mut vcpu_channels = Vec::new();
     for nic in &nics {
         let (dev_here, dev_there) = Channel::pair()?;
@@ -148,10 +201,17 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
             .fd(ram.file.as_fd(), roles::device_fds::GUEST_RAM)
             .fd(dev_there.as_fd(), roles::device_fds::DEVICE_CHANNEL)
             .fd(ctl_there.as_fd(), roles::device_fds::VM_CONTROL)
-            .fd(nic.tap.as_fd(), roles::device_fds::TAP)
+            .fd(nic.backend.as_fd(), roles::device_fds::BACKEND)
             .new_net(true)
-            .spawn()
-            .with_context(|| format!("cannot start the process of {}", nic.role.name))?;
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                kill_all(&children);
+                return Err(e)
+                    .with_context(|| format!("cannot start the process of {}", nic.role.name));
+            }
+        };
         log::debug!("{} runs as pid {}", nic.role.name, child.id());
         children.push(Supervised {
             what: format!("device {}", nic.role.name),
@@ -219,15 +279,20 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
             );
         }
         Err(e) => {
-            for c in &children {
-                let _ = c.child.kill();
-            }
+            kill_all(&children);
             return Err(e).context("cannot start the vCPU process");
         }
     }
     // The launcher's copies of taps, channels and guest RAM close here: each
     // tap now lives exactly as long as its device process.
     Ok(children)
+}
+
+/// Ends the processes started so far, when a later one cannot start.
+fn kill_all(children: &[Supervised]) {
+    for c in children {
+        let _ = c.child.kill();
+    }
 }
 
 /// Creates NIC `index`'s backend and says how its process will look.
@@ -261,15 +326,99 @@ fn plan_nic(
                 nic.origin
             )
         })?;
-    let Backend::Tap(t) = &netdev.backend else {
-        bail!(
+    let violate = |v: &str| opts.violate_seccomp.as_deref() == Some(v);
+    // Before the tap, so that a missing /dev/vhost-net leaves nothing behind.
+    let vhost = match &netdev.backend {
+        Backend::Tap(t) => open_vhost(t, &netdev.origin)?,
+        _ => None,
+    };
+    let (backend, backend_kind, backend_process) = match &netdev.backend {
+        Backend::Tap(t) => (
+            tap_backend(netdev, t, &name, created)?,
+            BackendKind::Tap,
+            None,
+        ),
+        Backend::User(u) => {
+            let resolver = crate::user_net::host_resolver();
+            if resolver.is_none() {
+                log::warn!(
+                    "{}: no IPv4 nameserver in {}: the guest's DNS queries will go unanswered",
+                    netdev.origin,
+                    crate::user_net::RESOLV_CONF
+                );
+            }
+            let config = crate::user_net::config(u, resolver);
+            config.check().with_context(|| netdev.origin.clone())?;
+            let (nic_end, backend_end) =
+                FrameChannel::pair().context("cannot create a frame channel")?;
+            let backend_name = format!("{} (user)", netdev.id);
+            log::debug!(
+                "{name}: user-mode networking in backend {backend_name}, DNS to {resolver:?}"
+            );
+            let plan = BackendPlan {
+                role: BackendRole {
+                    name: backend_name,
+                    seccomp: opts.seccomp.clone(),
+                    // By the netdev's id only (the index names NICs).
+                    violate_seccomp: violate(&netdev.id),
+                    spec: BackendSpec::User(config),
+                },
+                frames: backend_end.into_fd(),
+            };
+            (nic_end.into_fd(), BackendKind::Frames, Some(plan))
+        }
+        other => bail!(
             "{}: netdev type '{}' is not implemented yet",
             netdev.origin,
-            netdev.backend.type_name()
-        );
+            other.type_name()
+        ),
     };
-    // Before the tap, so that a missing /dev/vhost-net leaves nothing behind.
-    let vhost = open_vhost(t, &netdev.origin)?;
+
+    let (bar_shapes, msix_vectors) = kind.layout();
+    let mut bars = Vec::new();
+    for (index, kind, prefetchable, size) in bar_shapes {
+        let address = next_bar.place(kind, size)?;
+        bars.push(AssignedBar {
+            index,
+            kind,
+            prefetchable,
+            size,
+            address,
+        });
+    }
+    Ok(NicPlan {
+        role: DeviceRole {
+            name: name.clone(),
+            kind,
+            mac: nic
+                .mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| stable_mac(index, &id)),
+            mem_size,
+            seccomp: opts.seccomp.clone(),
+            violate_seccomp: violate(&id) || violate(&index.to_string()),
+            backend: backend_kind,
+            vhost: vhost.is_some(),
+        },
+        backend,
+        vhost,
+        layout: RemoteDevice {
+            name,
+            bars,
+            msix_vectors,
+        },
+        backend_process,
+    })
+}
+
+/// Creates (or takes, with `fd=`) the tap of `netdev` and puts it on its
+/// bridge.
+fn tap_backend(
+    netdev: &crate::netspec::Netdev,
+    t: &crate::netspec::TapOpts,
+    name: &str,
+    created: &mut Created,
+) -> Result<OwnedFd> {
     let tap = match t.fd {
         Some(fd) => {
             // SAFETY: `fd=N` names a descriptor the caller opened for us and
@@ -294,44 +443,7 @@ fn plan_nic(
     bridge::link_up(tap.name())
         .with_context(|| format!("{}: cannot bring {} up", netdev.origin, tap.name()))?;
     log::debug!("{name}: tap {}", tap.name());
-
-    let (bar_shapes, msix_vectors) = kind.layout();
-    let mut bars = Vec::new();
-    for (index, kind, prefetchable, size) in bar_shapes {
-        let address = next_bar.place(kind, size)?;
-        bars.push(AssignedBar {
-            index,
-            kind,
-            prefetchable,
-            size,
-            address,
-        });
-    }
-    let violate = opts
-        .violate_seccomp
-        .as_ref()
-        .is_some_and(|v| *v == id || *v == index.to_string());
-    Ok(NicPlan {
-        role: DeviceRole {
-            name: name.clone(),
-            kind,
-            mac: nic
-                .mac
-                .map(|m| m.0)
-                .unwrap_or_else(|| stable_mac(index, &id)),
-            mem_size,
-            seccomp: opts.seccomp.clone(),
-            violate_seccomp: violate,
-            vhost: vhost.is_some(),
-        },
-        tap: tap.into_fd(),
-        vhost,
-        layout: RemoteDevice {
-            name,
-            bars,
-            msix_vectors,
-        },
-    })
+    Ok(tap.into_fd())
 }
 
 /// The vhost-net descriptor a tap netdev asks for: `vhostfd=N` as given,
@@ -404,8 +516,9 @@ fn stable_mac(index: usize, id: &str) -> [u8; 6] {
     [0x52, 0x54, 0x00, b[0], b[1], b[2]]
 }
 
-/// Waits until the vCPU process ends (the VM is over) or a device process
-/// dies (the VM cannot go on); forwards stop signals. Returns the exit code.
+/// Waits until the vCPU process ends (the VM is over) or a device or
+/// backend process dies (the VM cannot go on); forwards stop signals.
+/// Returns the exit code.
 fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
     let vcpu_pid = Pid::from_raw(children[0].child.id() as i32);
     let code = loop {
@@ -421,12 +534,14 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
             }
         }
         if let Some((mut i, mut status)) = ended {
-            // A device process exits 0 only once its channels close, that is
-            // when the vCPU process is already ending (its descriptors close
-            // before it can be reaped): let the vCPU process's end decide.
+            // A device or backend process exits 0 only once a channel of its
+            // closes: when the vCPU process is already ending (its
+            // descriptors close before it can be reaped), or when the process
+            // on the other end of its frame channel died. Let that one's end
+            // decide.
             if i != 0 && status.code() == Some(0) {
-                if let Some(vcpu_status) = wait_briefly(&mut children[0].child, VCPU_EXIT_GRACE) {
-                    (i, status) = (0, vcpu_status);
+                if let Some(cause) = wait_for_cause(children, i, VCPU_EXIT_GRACE) {
+                    (i, status) = cause;
                 }
             }
             let c = &children[i];
@@ -465,17 +580,29 @@ fn supervise(children: &mut [Supervised], signals: &SigSet) -> i32 {
 /// saw its channels close.
 const VCPU_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Waits up to `grace` for `child` to end; its status if it did.
-fn wait_briefly(child: &mut jail::Child, grace: std::time::Duration) -> Option<ExitStatus> {
+/// Waits up to `grace` for the vCPU process to end, or for a process other
+/// than `quiet` (which exited 0) to fail; which one and how, if one did.
+fn wait_for_cause(
+    children: &mut [Supervised],
+    quiet: usize,
+    grace: std::time::Duration,
+) -> Option<(usize, ExitStatus)> {
     let deadline = std::time::Instant::now() + grace;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10))
+        for (i, c) in children.iter_mut().enumerate() {
+            if i == quiet {
+                continue;
             }
-            _ => return None,
+            if let Ok(Some(status)) = c.child.try_wait() {
+                if i == 0 || status.code() != Some(0) {
+                    return Some((i, status));
+                }
+            }
         }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

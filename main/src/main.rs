@@ -1,9 +1,11 @@
 //! moatvm: a virtual machine monitor for untrusted guests.
 //!
 //! `moatvm run` is the launcher; it spawns this same binary as the vCPU
-//! process (`moatvm __vcpu`) and as one device process per NIC
-//! (`moatvm __device`), each jailed and under its own seccomp policy.
+//! process (`moatvm __vcpu`), as one device process per NIC
+//! (`moatvm __device`) and as one backend process per user-mode network
+//! (`moatvm __backend`), each jailed and under its own seccomp policy.
 
+mod backend_process;
 mod cli;
 mod config;
 mod device_process;
@@ -12,6 +14,7 @@ mod netspec;
 mod platform;
 mod roles;
 mod seccomp_report;
+mod user_net;
 mod vcpu;
 mod vcpu_process;
 
@@ -29,6 +32,7 @@ fn main() {
     match (args.get(1).map(String::as_str), args.get(2)) {
         (Some(roles::VCPU), Some(arg)) => std::process::exit(vcpu_process::main(arg)),
         (Some(roles::DEVICE), Some(arg)) => device_process::main(arg),
+        (Some(roles::BACKEND), Some(arg)) => backend_process::main(arg),
         _ => {}
     }
     let cli = cli::parse_or_exit();

@@ -8,8 +8,10 @@
 //!                                               then per device: device channel,
 //!                                               vm-control channel
 //! moatvm __device '<DeviceRole as TOML>'   fds: 3 guest RAM, 4 device channel,
-//!                                               5 vm-control channel, 6 tap,
+//!                                               5 vm-control channel, 6 backend
+//!                                               (a tap or a frame channel),
 //!                                               7 /dev/vhost-net (vhost=on)
+//! moatvm __backend '<BackendRole as TOML>' fds: 3 frame channel
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const VCPU: &str = "__vcpu";
 /// The hidden subcommand of a device process.
 pub const DEVICE: &str = "__device";
+/// The hidden subcommand of a backend process (user-mode networking).
+pub const BACKEND: &str = "__backend";
 
 /// Descriptor numbers in a device process.
 pub mod device_fds {
@@ -27,10 +31,17 @@ pub mod device_fds {
     pub const DEVICE_CHANNEL: i32 = 4;
     /// Requests to the vCPU process (ioeventfds, irqfds, MSI routes).
     pub const VM_CONTROL: i32 = 5;
-    /// The tap (queue 0).
-    pub const TAP: i32 = 6;
+    /// The backend: the tap (queue 0), or the NIC's end of a frame channel
+    /// (as [`super::DeviceRole::backend`] says).
+    pub const BACKEND: i32 = 6;
     /// `/dev/vhost-net`, when the netdev has `vhost=on`.
     pub const VHOST: i32 = 7;
+}
+
+/// Descriptor numbers in a backend process.
+pub mod backend_fds {
+    /// The backend's end of the frame channel.
+    pub const FRAMES: i32 = 3;
 }
 
 /// Descriptor numbers in the vCPU process.
@@ -135,6 +146,16 @@ impl NicKind {
     }
 }
 
+/// What a device process's backend descriptor is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendKind {
+    /// A tap the launcher made (or was given).
+    #[default]
+    Tap,
+    /// A frame channel to a backend process.
+    Frames,
+}
+
 /// What a device process is told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceRole {
@@ -153,6 +174,9 @@ pub struct DeviceRole {
     /// A vhost-net descriptor comes at [`device_fds::VHOST`].
     #[serde(default)]
     pub vhost: bool,
+    /// What descriptor 6 is.
+    #[serde(default)]
+    pub backend: BackendKind,
 }
 
 impl DeviceRole {
@@ -164,5 +188,86 @@ impl DeviceRole {
     /// Parses the command-line form.
     pub fn from_arg(arg: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(arg)
+    }
+}
+
+/// The network a backend process provides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendSpec {
+    /// User-mode networking (libslirp), every default resolved.
+    User(devices::backend::slirp::Config),
+}
+
+/// What a backend process is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRole {
+    /// For messages: e.g. `n0 (user)`.
+    pub name: String,
+    /// `kill` or `log`.
+    pub seccomp: String,
+    /// Testing only, as for [`DeviceRole`].
+    #[serde(default)]
+    pub violate_seccomp: bool,
+    pub spec: BackendSpec,
+}
+
+impl BackendRole {
+    /// The command-line form.
+    pub fn to_arg(&self) -> String {
+        toml::to_string(self).expect("a BackendRole always serializes")
+    }
+
+    /// Parses the command-line form.
+    pub fn from_arg(arg: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(arg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::backend::slirp::{Config, HostFwd};
+
+    #[test]
+    fn backend_role_round_trips() {
+        let role = BackendRole {
+            name: "n0 (user)".into(),
+            seccomp: "kill".into(),
+            violate_seccomp: false,
+            spec: BackendSpec::User(Config {
+                hostname: Some("guest".into()),
+                dnssearch: vec!["a.example".into(), "b.example".into()],
+                hostfwd: vec![
+                    HostFwd {
+                        udp: false,
+                        host_addr: "127.0.0.1".parse().unwrap(),
+                        host_port: 2222,
+                        guest_addr: "10.0.2.15".parse().unwrap(),
+                        guest_port: 22,
+                    },
+                    HostFwd {
+                        udp: true,
+                        host_addr: "0.0.0.0".parse().unwrap(),
+                        host_port: 5353,
+                        guest_addr: "10.0.2.16".parse().unwrap(),
+                        guest_port: 53,
+                    },
+                ],
+                dns_upstream: Some("192.0.2.53:53".parse().unwrap()),
+                ..Config::default()
+            }),
+        };
+        let arg = role.to_arg();
+        assert_eq!(BackendRole::from_arg(&arg).unwrap(), role, "{arg}");
+        let mut plain = role.clone();
+        plain.spec = BackendSpec::User(Config::default());
+        assert_eq!(BackendRole::from_arg(&plain.to_arg()).unwrap(), plain);
+    }
+
+    #[test]
+    fn device_role_backend_defaults_to_tap() {
+        let arg = "name = 'n'\nkind = 'VirtioNet'\nmac = [2, 0, 0, 0, 0, 1]\n\
+                   mem_size = 1\nseccomp = 'kill'\n";
+        assert_eq!(DeviceRole::from_arg(arg).unwrap().backend, BackendKind::Tap);
     }
 }

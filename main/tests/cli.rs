@@ -307,17 +307,17 @@ fn valid_nic_is_not_implemented_yet() {
             "--netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "--device",
-            "e1000,netdev=n0,mac=52:54:00:12:34:56",
+            "rtl8139,netdev=n0,mac=52:54:00:12:34:56",
         ],
         &[],
     );
     assert_eq!(
         line,
-        "moatvm: --device e1000: NIC model 'e1000' is not implemented yet"
+        "moatvm: --device rtl8139: NIC model 'rtl8139' is not implemented yet"
     );
     refused(
-        &["run", "--kernel", &kernel, "--nic", "user,model=e1000"],
-        &["--nic user: NIC model 'e1000' is not implemented yet"],
+        &["run", "--kernel", &kernel, "--nic", "user,model=pcnet"],
+        &["--nic user: NIC model 'pcnet' is not implemented yet"],
     );
     refused(
         &[
@@ -333,6 +333,56 @@ fn valid_nic_is_not_implemented_yet() {
     );
 }
 
+/// A `user` netdev on virtio-net-pci passes every check of the
+/// configuration: moatvm goes on to start the VM, and here fails only at
+/// loading the fake kernel (or at opening /dev/kvm, where there is none),
+/// with exit status 1, before anything is created.
+#[test]
+fn user_netdev_passes_the_config_check() {
+    let dir = TempDir::new("user");
+    let kernel = dir.kernel();
+    for net in [
+        &[
+            "--netdev",
+            "user,id=n0",
+            "--device",
+            "virtio-net-pci,netdev=n0",
+        ][..],
+        &["--nic", "user,hostfwd=tcp:127.0.0.1:2222-:22"],
+        &["--nic", "user,model=virtio-net-pci,restrict=on,ipv6=off"],
+    ] {
+        let mut args = vec!["run", "--kernel", &kernel, "--serial", "none"];
+        args.extend_from_slice(net);
+        let out = moatvm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{net:?}: {stderr}");
+        assert!(
+            stderr.starts_with("moatvm: cannot load kernel")
+                || stderr.starts_with("moatvm: cannot open /dev/kvm"),
+            "{net:?}: {stderr}"
+        );
+        assert!(!stderr.contains("not implemented"), "{net:?}: {stderr}");
+    }
+    assert_eq!(dir.entries(), ["vmlinuz"]);
+    // Still refused: models not implemented yet, and tftp=.
+    refused(
+        &["run", "--kernel", &kernel, "--nic", "user,model=ne2k_pci"],
+        &["--nic user: NIC model 'ne2k_pci' is not implemented yet"],
+    );
+    refused(
+        &[
+            "run",
+            "--kernel",
+            &kernel,
+            "--netdev",
+            "user,id=n0,tftp=/srv/tftp",
+            "--device",
+            "virtio-net-pci,netdev=n0",
+        ],
+        &["--netdev user: tftp= (a TFTP server) is not implemented yet"],
+    );
+}
+
 #[test]
 fn config_file_with_nic_and_overrides() {
     let dir = TempDir::new("cfgnic");
@@ -345,7 +395,7 @@ memory = "not a size"
 cpus = 2
 serial = "file:serial.log"
 netdev = ["user,id=n0,hostfwd=tcp::2222-:22"]
-device = ["e1000,netdev=n0,mac=52:54:00:12:34:56"]
+device = ["rtl8139,netdev=n0,mac=52:54:00:12:34:56"]
 "#,
     );
     // --memory overrides the file's bad value, so the NIC is what is refused.
@@ -353,7 +403,7 @@ device = ["e1000,netdev=n0,mac=52:54:00:12:34:56"]
     assert_eq!(
         line,
         format!(
-            "moatvm: {}: device[0] e1000: NIC model 'e1000' is not implemented yet",
+            "moatvm: {}: device[0] rtl8139: NIC model 'rtl8139' is not implemented yet",
             cfg.display()
         )
     );

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::backend::bridge;
+use devices::backend::frames::FrameChannel;
 use devices::backend::tap::Tap;
 use ipc::messages::{DeviceReply, DeviceRequest, RegData, VmReply, VmRequest};
 use ipc::Channel;
@@ -40,6 +41,8 @@ struct DeviceRole<'a> {
     mem_size: u64,
     seccomp: &'a str,
     violate_seccomp: bool,
+    /// `Tap` or `Frames`: what descriptor 6 is.
+    backend: &'a str,
 }
 
 // ---------------------------------------------------------------------------
@@ -302,7 +305,8 @@ struct Device {
     vm_requests: mpsc::Receiver<(VmRequest, Vec<OwnedFd>)>,
     server: Option<JoinHandle<()>>,
     mem: GuestMemoryMmap,
-    _tap: Tap,
+    /// The tap, kept open; none on a frame channel.
+    _tap: Option<Tap>,
 }
 
 impl Device {
@@ -318,7 +322,22 @@ impl Device {
             "1",
         );
         bridge::link_up(TAP_NAME).unwrap();
+        let backend = tap.as_fd().try_clone_to_owned().unwrap();
+        let mut d = Self::spawn_on(seccomp, violate_seccomp, backend, "Tap");
+        d._tap = Some(tap);
+        d
+    }
 
+    /// The same on a frame channel, whose other end is returned.
+    fn spawn_on_frames(seccomp: &str) -> (Device, FrameChannel) {
+        let (ours, theirs) = FrameChannel::pair().unwrap();
+        (
+            Self::spawn_on(seccomp, false, theirs.into_fd(), "Frames"),
+            ours,
+        )
+    }
+
+    fn spawn_on(seccomp: &str, violate_seccomp: bool, backend: OwnedFd, kind: &str) -> Device {
         let ram = nix::sys::memfd::memfd_create(
             "device-process-test",
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
@@ -342,6 +361,7 @@ impl Device {
             mem_size: MEM_SIZE,
             seccomp,
             violate_seccomp,
+            backend: kind,
         };
         let child = jail::Command::new(BIN)
             .arg0("moatvm")
@@ -350,10 +370,10 @@ impl Device {
             .fd(ram.as_fd(), 3)
             .fd(dev_theirs.as_fd(), 4)
             .fd(vm_theirs.as_fd(), 5)
-            .fd(tap.as_fd(), 6)
+            .fd(backend.as_fd(), 6)
             .spawn()
             .unwrap();
-        drop((dev_theirs, vm_theirs, ram));
+        drop((dev_theirs, vm_theirs, ram, backend));
 
         // The vCPU process's vm-control thread: answers everything, and
         // tells the test what it was asked.
@@ -381,7 +401,7 @@ impl Device {
             vm_requests,
             server: Some(server),
             mem,
-            _tap: tap,
+            _tap: None,
         }
     }
 
@@ -627,7 +647,6 @@ fn init(d: &Device, caps: &Caps, msix: bool) -> (u64, Ring, Ring) {
     d.bar_write(common(cc::DF_SELECT), 4, 1);
     let offered = lo | d.bar_read(common(cc::DF), 4) << 32;
     assert_ne!(offered & F_VERSION_1, 0, "{offered:#x}");
-    assert_ne!(offered & F_CSUM, 0, "the tap's offloads: {offered:#x}");
     let features = offered & (F_VERSION_1 | F_MAC | F_CSUM | F_GUEST_CSUM);
     d.bar_write(common(cc::GF_SELECT), 4, 0);
     d.bar_write(common(cc::GF), 4, features & 0xffff_ffff);
@@ -727,6 +746,7 @@ fn virtio_net_device_process_end_to_end() {
         assert_eq!(mac, MAC);
         let (features, mut rx, mut tx) = init(&d, &caps, true);
         assert_eq!(features & F_MAC, F_MAC);
+        assert_ne!(features & F_CSUM, 0, "the tap's offloads: {features:#x}");
 
         // The MSI-X table as the guest left it reached the vCPU process.
         let mut routes = [None; 4];
@@ -885,6 +905,205 @@ fn intx_is_level_triggered_through_resample() {
 
         d.post(DeviceRequest::Shutdown);
         assert_eq!(d.wait_exit().code(), Some(0));
+    });
+}
+
+/// On a frame channel (the backend a user-mode network's process holds the
+/// other end of): no offloads offered, bare frames each way, one per
+/// message, under the same filter.
+#[test]
+fn virtio_net_over_a_frame_channel() {
+    in_fresh_netns(|| {
+        let (mut d, mut peer) = Device::spawn_on_frames("kill");
+        let startup = d.startup();
+        let caps = probe(&d);
+        d.bar_write(caps.common + cc::DF_SELECT, 4, 0);
+        let offered = d.bar_read(caps.common + cc::DF, 4);
+        assert_eq!(offered & (F_CSUM | F_GUEST_CSUM), 0, "{offered:#x}");
+        let (_, mut rx, mut tx) = init(&d, &caps, true);
+        let notify = |q: u16| {
+            d.bar_write(caps.common + cc::Q_SELECT, 2, u64::from(q));
+            caps.notify + d.bar_read(caps.common + cc::Q_NOTIFY_OFF, 2) * u64::from(caps.multiplier)
+        };
+        let (tx_bell, rx_bell) = (notify(TX), notify(RX));
+        let doorbell = |offset: u64| {
+            &startup
+                .doorbells
+                .iter()
+                .find(|(o, _)| *o == offset)
+                .expect("a doorbell for the queue")
+                .1
+        };
+
+        // Guest to channel: the frame without its virtio-net header.
+        let out = frame(MAC, "moatvm: over the frame channel");
+        let buf = 0x30_0000;
+        d.mem
+            .write_slice(&[0u8; HDR_LEN], GuestAddress(buf))
+            .unwrap();
+        d.mem
+            .write_slice(&out, GuestAddress(buf + HDR_LEN as u64))
+            .unwrap();
+        tx.offer(&d.mem, 0, buf, (HDR_LEN + out.len()) as u32, false);
+        eventfd_signal(doorbell(tx_bell));
+        let until = Instant::now() + DEADLINE;
+        let mut got = [0u8; 2048];
+        let n = loop {
+            match peer.recv(&mut got) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < until, "no frame on the channel");
+                    let mut pfd = libc::pollfd {
+                        fd: peer.as_fd().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd, valid for the call.
+                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&got[..n], &out[..]);
+        assert!(eventfd_wait(&startup.irqfds[usize::from(TX)], until));
+
+        // Channel to guest: a zeroed header before the frame. A message
+        // too long for any buffer goes first and is dropped on the way.
+        let rx_buf = |i: u32| 0x20_0000 + u64::from(i) * u64::from(RX_BUF_LEN);
+        for i in 0..RX_BUFS {
+            rx.offer(&d.mem, i, rx_buf(u32::from(i)), RX_BUF_LEN, true);
+        }
+        d.bar_write(rx_bell, 2, u64::from(RX));
+        peer.send(&[0xee; 4000]).unwrap();
+        let inbound = frame([0x02, 0, 0, 0, 0, 0x99], "moatvm: from the backend");
+        peer.send(&inbound).unwrap();
+        let until = Instant::now() + DEADLINE;
+        assert!(
+            eventfd_wait(&startup.irqfds[usize::from(RX)], until),
+            "no RX interrupt"
+        );
+        let used = rx.take_used(&d.mem);
+        assert_eq!(used.len(), 1, "{used:?}");
+        let (id, len) = used[0];
+        assert_eq!(len as usize, HDR_LEN + inbound.len());
+        let mut got = vec![0u8; len as usize];
+        d.mem
+            .read_slice(&mut got, GuestAddress(rx_buf(id)))
+            .unwrap();
+        assert_eq!(&got[..10], &[0; 10], "header");
+        assert_eq!(&got[HDR_LEN..], &inbound[..]);
+
+        // The backend going away unplugs the cable; the device lives on.
+        drop(peer);
+        assert_eq!(d.cfg32(0x00), 0x1041_1af4);
+        d.post(DeviceRequest::Shutdown);
+        let status = d.wait_exit();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    });
+}
+
+/// The two jailed processes of a NIC on user-mode networking, as the
+/// launcher starts them: the device process on one end of a frame channel,
+/// the backend (libslirp) on the other. The guest's ARP request for the
+/// gateway goes out through the TX queue and libslirp's reply comes back
+/// on the RX queue.
+#[test]
+fn virtio_net_to_a_user_network_backend() {
+    #[derive(Serialize)]
+    struct BackendRole {
+        name: &'static str,
+        seccomp: &'static str,
+        spec: Spec,
+    }
+    #[derive(Serialize)]
+    enum Spec {
+        User(devices::backend::slirp::Config),
+    }
+    in_fresh_netns(|| {
+        let (d, peer) = Device::spawn_on_frames("kill");
+        let role = BackendRole {
+            name: "n0 (user)",
+            seccomp: "kill",
+            spec: Spec::User(Default::default()),
+        };
+        let peer = peer.into_fd();
+        let mut backend = jail::Command::new(BIN)
+            .arg0("moatvm")
+            .arg("__backend")
+            .arg(toml::to_string(&role).unwrap())
+            .fd(peer.as_fd(), 3)
+            .new_net(false)
+            .spawn()
+            .unwrap();
+        drop(peer);
+        let startup = d.startup();
+        let caps = probe(&d);
+        let (_, mut rx, mut tx) = init(&d, &caps, true);
+        let rx_buf = |i: u32| 0x20_0000 + u64::from(i) * u64::from(RX_BUF_LEN);
+        for i in 0..RX_BUFS {
+            rx.offer(&d.mem, i, rx_buf(u32::from(i)), RX_BUF_LEN, true);
+        }
+        d.bar_write(caps.common + cc::Q_SELECT, 2, u64::from(RX));
+        let rx_bell = caps.notify
+            + d.bar_read(caps.common + cc::Q_NOTIFY_OFF, 2) * u64::from(caps.multiplier);
+        d.bar_write(rx_bell, 2, u64::from(RX));
+
+        // Who has 10.0.2.2? Tell 10.0.2.15.
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&MAC);
+        arp.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&MAC);
+        arp.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+        let buf = 0x30_0000;
+        d.mem
+            .write_slice(&[0u8; HDR_LEN], GuestAddress(buf))
+            .unwrap();
+        d.mem
+            .write_slice(&arp, GuestAddress(buf + HDR_LEN as u64))
+            .unwrap();
+        tx.offer(&d.mem, 0, buf, (HDR_LEN + arp.len()) as u32, false);
+        d.bar_write(caps.common + cc::Q_SELECT, 2, u64::from(TX));
+        let tx_bell = caps.notify
+            + d.bar_read(caps.common + cc::Q_NOTIFY_OFF, 2) * u64::from(caps.multiplier);
+        d.bar_write(tx_bell, 2, u64::from(TX));
+
+        let until = Instant::now() + DEADLINE;
+        let mut reply = None;
+        while reply.is_none() {
+            assert!(
+                eventfd_wait(&startup.irqfds[usize::from(RX)], until),
+                "no ARP reply from the backend; it: {:?}",
+                backend.try_wait()
+            );
+            for (id, len) in rx.take_used(&d.mem) {
+                let mut got = vec![0u8; len as usize];
+                d.mem
+                    .read_slice(&mut got, GuestAddress(rx_buf(id)))
+                    .unwrap();
+                let f = &got[HDR_LEN..];
+                if f.len() >= 42 && f[12..14] == [8, 6] && f[20..22] == [0, 2] {
+                    reply = Some(f.to_vec());
+                }
+            }
+        }
+        let reply = reply.unwrap();
+        assert_eq!(&reply[0..6], &MAC);
+        assert_eq!(&reply[28..32], &[10, 0, 2, 2], "the gateway answers");
+        assert_eq!(&reply[38..42], &[10, 0, 2, 15]);
+
+        // The NIC going away ends the backend cleanly.
+        let mut d = d;
+        d.post(DeviceRequest::Shutdown);
+        assert_eq!(d.wait_exit().code(), Some(0));
+        let until = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = backend.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < until, "the backend did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(status.code(), Some(0), "{status:?}");
     });
 }
 

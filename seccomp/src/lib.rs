@@ -13,6 +13,10 @@
 //! and `policy()`, and a variant plus three match arms in [`ProcessKind`].
 //! Lists start from the Rust runtime part in `common.rs` (23 calls).
 //!
+//! A kind may also *refuse* calls: they fail with an errno and never reach
+//! the kernel proper (a second, stacked filter; see `Policy::refuse`). Only
+//! the slirp backend does, for the files libslirp looks for on its own.
+//!
 //! The lists are for x86_64 (system call and ioctl numbers, KVM structs).
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -22,6 +26,7 @@ mod common;
 mod e1000;
 pub mod ioctls;
 mod policy;
+mod slirp;
 mod syscall_names;
 mod vcpu;
 mod virtio_net;
@@ -68,14 +73,17 @@ pub enum ProcessKind {
     VirtioNet,
     /// An e1000 device process (see `e1000.rs`).
     E1000,
+    /// A user-mode networking (libslirp) backend process (see `slirp.rs`).
+    Slirp,
 }
 
 impl ProcessKind {
     /// Every kind.
-    pub const ALL: [ProcessKind; 3] = [
+    pub const ALL: [ProcessKind; 4] = [
         ProcessKind::Vcpu,
         ProcessKind::VirtioNet,
         ProcessKind::E1000,
+        ProcessKind::Slirp,
     ];
 
     /// The kind's name (`vcpu`, `virtio-net`).
@@ -84,6 +92,7 @@ impl ProcessKind {
             ProcessKind::Vcpu => vcpu::NAME,
             ProcessKind::VirtioNet => virtio_net::NAME,
             ProcessKind::E1000 => e1000::NAME,
+            ProcessKind::Slirp => slirp::NAME,
         }
     }
 
@@ -92,6 +101,7 @@ impl ProcessKind {
             ProcessKind::Vcpu => vcpu::policy(),
             ProcessKind::VirtioNet => virtio_net::policy(),
             ProcessKind::E1000 => e1000::policy(),
+            ProcessKind::Slirp => slirp::policy(),
         }
     }
 
@@ -99,6 +109,12 @@ impl ProcessKind {
     /// certain arguments), in system call number order.
     pub fn syscalls(self) -> Vec<&'static str> {
         self.policy().names()
+    }
+
+    /// The names of the system calls the kind refuses (they fail with an
+    /// errno instead of running), in system call number order.
+    pub fn refused_syscalls(self) -> Vec<&'static str> {
+        self.policy().refused_names()
     }
 }
 
@@ -148,11 +164,19 @@ pub fn filter(kind: ProcessKind, mode: Mode) -> Result<BpfProgram, Error> {
 /// Installs `kind`'s filter on every thread of the calling process (TSYNC),
 /// setting `PR_SET_NO_NEW_PRIVS` first. There is no way back.
 pub fn install(kind: ProcessKind, mode: Mode) -> Result<(), Error> {
-    let program = filter(kind, mode)?;
-    seccompiler::apply_filter_all_threads(&program).map_err(|source| Error::Install {
-        kind: kind.name(),
-        source,
-    })
+    let policy = kind.policy();
+    let program = policy.compile(kind.name(), mode)?;
+    let install = |program: &BpfProgram| {
+        seccompiler::apply_filter_all_threads(program).map_err(|source| Error::Install {
+            kind: kind.name(),
+            source,
+        })
+    };
+    // The refusals first: the allowlist does not allow seccomp(2) itself.
+    if let Some(refusals) = policy.compile_refusals(kind.name())? {
+        install(&refusals)?;
+    }
+    install(&program)
 }
 
 #[cfg(test)]
@@ -166,6 +190,7 @@ mod tests {
                 let program = filter(kind, mode).unwrap();
                 assert!(!program.is_empty());
             }
+            kind.policy().compile_refusals(kind.name()).unwrap();
         }
     }
 
@@ -179,12 +204,16 @@ mod tests {
     fn no_kind_allows_what_no_device_needs() {
         for kind in ProcessKind::ALL {
             let names = kind.syscalls();
-            for forbidden in [
+            // The slirp backend's job is host sockets (of two domains
+            // only); no other process opens any.
+            let sockets: &[&str] = if kind == ProcessKind::Slirp {
+                &[]
+            } else {
+                &["socket", "connect", "bind"]
+            };
+            for forbidden in sockets.iter().copied().chain([
                 "open",
                 "openat",
-                "socket",
-                "connect",
-                "bind",
                 "execve",
                 "execveat",
                 "fork",
@@ -200,7 +229,7 @@ mod tests {
                 "init_module",
                 "userfaultfd",
                 "memfd_create",
-            ] {
+            ]) {
                 assert!(!names.contains(&forbidden), "{kind} allows {forbidden}");
             }
         }
@@ -223,6 +252,37 @@ mod tests {
         for kind in ProcessKind::ALL {
             let names = kind.syscalls();
             println!("{kind} ({}): {}", names.len(), names.join(" "));
+            let refused = kind.refused_syscalls();
+            if !refused.is_empty() {
+                println!("{kind} refuses: {}", refused.join(" "));
+            }
+        }
+    }
+
+    #[test]
+    fn only_slirp_refuses_and_only_file_lookups() {
+        for kind in ProcessKind::ALL {
+            let refused = kind.refused_syscalls();
+            if kind != ProcessKind::Slirp {
+                assert!(refused.is_empty(), "{kind} refuses {refused:?}");
+                continue;
+            }
+            assert!(refused.contains(&"openat") && refused.contains(&"newfstatat"));
+            for r in refused {
+                assert!(
+                    [
+                        "open",
+                        "openat",
+                        "openat2",
+                        "stat",
+                        "lstat",
+                        "newfstatat",
+                        "statx"
+                    ]
+                    .contains(&r),
+                    "slirp refuses {r}"
+                );
+            }
         }
     }
 }

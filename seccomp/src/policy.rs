@@ -77,6 +77,10 @@ pub(crate) struct Policy {
     /// Per system call: its name and its rules (any one matching allows the
     /// call; each rule is a conjunction). No rules: always allowed.
     rules: BTreeMap<i64, (&'static str, Vec<Vec<Cond>>)>,
+    /// System calls that fail with an errno without reaching the kernel
+    /// proper, for a library that tries them on its own and copes with a
+    /// failure (see [`Policy::refuse`]).
+    refused: BTreeMap<i64, (&'static str, u32)>,
 }
 
 impl Policy {
@@ -99,9 +103,29 @@ impl Policy {
         self.insert(sys, rules)
     }
 
+    /// Makes `sys` fail with `errno`, whatever its arguments, without the
+    /// kernel carrying it out: for calls a library makes on its own and
+    /// copes with failing (libslirp looking for /etc/resolv.conf). Neither
+    /// allowed nor fatal; in [`Mode::Log`] too it only fails.
+    pub fn refuse(&mut self, sys: Sys, errno: i32) -> &mut Self {
+        assert!(
+            !self.rules.contains_key(&sys.nr),
+            "{} is both allowed and refused",
+            sys.name
+        );
+        let previous = self.refused.insert(sys.nr, (sys.name, errno as u32));
+        assert!(previous.is_none(), "{} is refused twice", sys.name);
+        self
+    }
+
     fn insert(&mut self, sys: Sys, rules: Vec<Vec<Cond>>) -> &mut Self {
         // A list is a static table: listing a call twice is a bug in it,
         // caught by the crate's tests, which build every list.
+        assert!(
+            !self.refused.contains_key(&sys.nr),
+            "{} is both allowed and refused",
+            sys.name
+        );
         let previous = self.rules.insert(sys.nr, (sys.name, rules));
         assert!(previous.is_none(), "{} is listed twice", sys.name);
         self
@@ -110,6 +134,34 @@ impl Policy {
     /// The names of the allowed system calls, sorted by number.
     pub fn names(&self) -> Vec<&'static str> {
         self.rules.values().map(|(name, _)| *name).collect()
+    }
+
+    /// The names of the refused system calls, sorted by number.
+    pub fn refused_names(&self) -> Vec<&'static str> {
+        self.refused.values().map(|(name, _)| *name).collect()
+    }
+
+    /// The filter that makes the refused calls fail, if there are any: a
+    /// second filter stacked on the allowlist, which lets them through to
+    /// it. The kernel runs every filter and takes the strictest answer, so
+    /// a refused call fails with its errno (rather than being allowed by
+    /// the allowlist), and every other call gets the allowlist's answer.
+    pub fn compile_refusals(&self, kind: &'static str) -> Result<Option<BpfProgram>, Error> {
+        let build = |source| Error::Build { kind, source };
+        let Some(&(_, errno)) = self.refused.values().next() else {
+            return Ok(None);
+        };
+        // One filter has one answer for every call it matches.
+        assert!(
+            self.refused.values().all(|&(_, e)| e == errno),
+            "{kind}: every refused call must fail with the same errno"
+        );
+        let map = self.refused.keys().map(|&nr| (nr, Vec::new())).collect();
+        let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(build)?;
+        let filter =
+            SeccompFilter::new(map, SeccompAction::Allow, SeccompAction::Errno(errno), arch)
+                .map_err(build)?;
+        BpfProgram::try_from(filter).map(Some).map_err(build)
     }
 
     /// Compiles the list: allowed calls pass, anything else kills the
@@ -130,6 +182,10 @@ impl Policy {
                 compiled.push(SeccompRule::new(conds).map_err(build)?);
             }
             map.insert(nr, compiled);
+        }
+        // Refused calls pass this filter; the refusal filter answers them.
+        for &nr in self.refused.keys() {
+            map.insert(nr, Vec::new());
         }
         let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(build)?;
         let mismatch = match mode {

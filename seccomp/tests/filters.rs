@@ -54,6 +54,19 @@ const TESTS: &[(&str, fn())] = &[
     ("vcpu_dies_on_tgkill_with_another_signal", || {
         assert_killed("vcpu-tgkill")
     }),
+    (
+        "slirp_allows_its_steady_state",
+        slirp_allows_its_steady_state,
+    ),
+    ("slirp_refuses_file_lookups", slirp_refuses_file_lookups),
+    ("slirp_dies_on_a_unix_socket", || {
+        assert_killed("slirp-unix-socket")
+    }),
+    ("slirp_dies_on_bind", || assert_killed("slirp-bind")),
+    ("slirp_dies_on_execve", || assert_killed("slirp-execve")),
+    ("slirp_dies_on_a_foreign_socket_option", || {
+        assert_killed("slirp-sockopt")
+    }),
 ];
 
 fn main() {
@@ -159,6 +172,20 @@ fn nic_panic_message_gets_out() {
     );
 }
 
+fn slirp_allows_its_steady_state() {
+    let stdout = assert_clean("slirp-allowed");
+    assert!(stdout.contains("all allowed"), "{stdout}");
+}
+
+/// Opening or looking up a file fails with ENOENT and the process lives
+/// on, in kill mode and in log mode alike.
+fn slirp_refuses_file_lookups() {
+    for role in ["slirp-refused", "slirp-refusedlog"] {
+        let stdout = assert_clean(role);
+        assert!(stdout.contains("refused with ENOENT"), "{role}: {stdout}");
+    }
+}
+
 fn vcpu_allows_its_steady_state() {
     let stdout = assert_clean("vcpu-allowed");
     assert!(stdout.contains("all allowed"), "{stdout}");
@@ -171,10 +198,23 @@ fn child_role(role: &str) {
     let kind = match kind {
         "nic" => ProcessKind::VirtioNet,
         "vcpu" => ProcessKind::Vcpu,
+        "slirp" => ProcessKind::Slirp,
         _ => panic!("unknown kind in {role}"),
     };
     match what {
         "allowed" if kind == ProcessKind::VirtioNet => nic_steady_state(),
+        "allowed" if kind == ProcessKind::Slirp => slirp_steady_state(),
+        "refused" | "refusedlog" => {
+            installed(
+                kind,
+                if what == "refused" {
+                    Mode::Kill
+                } else {
+                    Mode::Log
+                },
+            );
+            file_lookups_refused();
+        }
         "allowed" => vcpu_steady_state(),
         "log" => {
             installed(kind, Mode::Log);
@@ -275,9 +315,257 @@ fn forbidden_call(what: &str) {
             "tgkill" => {
                 libc::syscall(libc::SYS_tgkill, 1, 1, libc::SIGUSR1);
             }
+            "unix-socket" => {
+                libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            }
+            "bind" => {
+                let addr = sockaddr_in(std::net::Ipv4Addr::LOCALHOST, 0);
+                libc::syscall(
+                    libc::SYS_bind,
+                    3,
+                    &addr as *const libc::sockaddr_in,
+                    size_of::<libc::sockaddr_in>(),
+                );
+            }
+            "sockopt" => {
+                let on: libc::c_int = 1;
+                libc::syscall(
+                    libc::SYS_setsockopt,
+                    3,
+                    libc::SOL_SOCKET,
+                    libc::SO_BROADCAST,
+                    &on as *const libc::c_int,
+                    size_of::<libc::c_int>(),
+                );
+            }
             _ => panic!("unknown forbidden call {what}"),
         }
     }
+}
+
+fn sockaddr_in(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// What libslirp does to find the host's DNS server: each call fails with
+/// ENOENT, and the process goes on.
+fn file_lookups_refused() {
+    let path = c"/etc/resolv.conf".as_ptr();
+    // The result and errno of one raw call.
+    let call = |name: &str, r: i64| {
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, errno), (-1, Some(libc::ENOENT)), "{name}");
+    };
+    // SAFETY: plain system calls on a constant path; the stat buffers are
+    // locals of the right size.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let mut stx: libc::statx = std::mem::zeroed();
+        call(
+            "openat",
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, libc::O_RDONLY),
+        );
+        // "/" exists: the refusal, not the file system, answers.
+        call(
+            "openat /",
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), 0),
+        );
+        call("open", libc::syscall(libc::SYS_open, path, libc::O_RDONLY));
+        call(
+            "newfstatat",
+            libc::syscall(
+                libc::SYS_newfstatat,
+                libc::AT_FDCWD,
+                path,
+                &mut st as *mut libc::stat,
+                0,
+            ),
+        );
+        call(
+            "stat",
+            libc::syscall(libc::SYS_stat, path, &mut st as *mut libc::stat),
+        );
+        call(
+            "statx",
+            libc::syscall(
+                libc::SYS_statx,
+                libc::AT_FDCWD,
+                path,
+                0,
+                libc::STATX_BASIC_STATS,
+                &mut stx as *mut libc::statx,
+            ),
+        );
+    }
+    println!("refused with ENOENT");
+}
+
+/// What the slirp process does once running, all under the Kill filter:
+/// the frame channel, a UDP exchange and a TCP connection over loopback
+/// (accepted on a listener made before the filter), libslirp's socket
+/// options, poll.
+fn slirp_steady_state() {
+    use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+    let (frames_a, frames_b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .unwrap();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+
+    installed(ProcessKind::Slirp, Mode::Kill);
+
+    // A frame each way over the channel.
+    sendmsg::<()>(
+        frames_a.as_raw_fd(),
+        &[IoSlice::new(&[0xffu8; 60])],
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .unwrap();
+    let mut pfd = [PollFd::new(frames_b.as_fd(), PollFlags::POLLIN)];
+    assert_eq!(poll(&mut pfd, PollTimeout::from(1000u16)).unwrap(), 1);
+    let mut buf = [0u8; 1514];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(frames_b.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT).unwrap();
+    assert_eq!(msg.bytes, 60);
+
+    // SAFETY (the block): raw socket calls on descriptors made here, with
+    // pointers to live locals of the sizes given.
+    unsafe {
+        let int = size_of::<libc::c_int>() as libc::socklen_t;
+        let on: libc::c_int = 1;
+        let setopt = |fd: i32, level: i32, name: i32| {
+            assert_eq!(
+                libc::setsockopt(fd, level, name, (&on as *const libc::c_int).cast(), int),
+                0,
+                "setsockopt {level}/{name}: {}",
+                std::io::Error::last_os_error()
+            );
+        };
+
+        // UDP, as libslirp forwards the guest's datagrams.
+        let udp = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(udp >= 0);
+        let fl = libc::fcntl(udp, libc::F_GETFL);
+        assert_eq!(libc::fcntl(udp, libc::F_SETFL, fl | libc::O_NONBLOCK), 0);
+        setopt(udp, libc::IPPROTO_IP, libc::IP_RECVERR);
+        setopt(udp, libc::IPPROTO_IP, libc::IP_TTL);
+        let to = sockaddr_in(Ipv4Addr::LOCALHOST, peer_port);
+        let sl = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let n = libc::sendto(
+            udp,
+            b"ping".as_ptr().cast(),
+            4,
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            sl,
+        );
+        assert_eq!(n, 4);
+        let (got, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..got], b"ping");
+        peer.send_to(b"pong", from).unwrap();
+        let mut pfd = libc::pollfd {
+            fd: udp,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        assert_eq!(libc::poll(&mut pfd, 1, 1000), 1);
+        let mut waiting: libc::c_int = 0;
+        assert_eq!(libc::ioctl(udp, libc::FIONREAD, &mut waiting), 0);
+        assert_eq!(waiting, 4);
+        let mut src: libc::sockaddr_in = std::mem::zeroed();
+        let mut srclen = sl;
+        let n = libc::recvfrom(
+            udp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut src as *mut libc::sockaddr_in).cast(),
+            &mut srclen,
+        );
+        assert_eq!(&buf[..n as usize], b"pong");
+        libc::close(udp);
+
+        // TCP out (non-blocking connect), and in through the listener.
+        let tcp = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        setopt(tcp, libc::SOL_SOCKET, libc::SO_OOBINLINE);
+        setopt(tcp, libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        let to = sockaddr_in(Ipv4Addr::LOCALHOST, port);
+        let r = libc::connect(tcp, (&to as *const libc::sockaddr_in).cast(), sl);
+        assert!(
+            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINPROGRESS)
+        );
+        let mut pfd = libc::pollfd {
+            fd: tcp,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        assert_eq!(libc::poll(&mut pfd, 1, 1000), 1);
+        let mut err: libc::c_int = -1;
+        let mut len = int;
+        libc::getsockopt(
+            tcp,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        );
+        assert_eq!(err, 0);
+        let mut peer_addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut plen = sl;
+        let conn = libc::accept(
+            listener.as_raw_fd(),
+            (&mut peer_addr as *mut libc::sockaddr_in).cast(),
+            &mut plen,
+        );
+        assert!(conn >= 0, "accept: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::getsockname(
+                conn,
+                (&mut peer_addr as *mut libc::sockaddr_in).cast(),
+                &mut plen
+            ),
+            0
+        );
+        assert_eq!(
+            libc::getpeername(
+                conn,
+                (&mut peer_addr as *mut libc::sockaddr_in).cast(),
+                &mut plen
+            ),
+            0
+        );
+        assert_eq!(libc::send(tcp, b"data".as_ptr().cast(), 4, 0), 4);
+        assert_eq!(libc::recv(conn, buf.as_mut_ptr().cast(), buf.len(), 0), 4);
+        assert_eq!(libc::shutdown(tcp, libc::SHUT_WR), 0);
+        libc::close(conn);
+        libc::close(tcp);
+
+        // IPv6 too.
+        let v6 = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(v6 >= 0);
+        setopt(v6, libc::IPPROTO_IPV6, libc::IPV6_RECVERR);
+        libc::close(v6);
+    }
+    println!("all allowed");
 }
 
 /// A tap in a network namespace of our own (so the host sees nothing), or

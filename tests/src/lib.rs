@@ -15,7 +15,10 @@
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
 //! the same image: validates the lab itself), `virtio_tap` (virtio-net over
 //! a tap and bridge, the jail, a seccomp kill, a driver reload), `vhost`
-//! (the same with `vhost=on`).
+//! (the same with `vhost=on`), `slirp` (virtio-net on user-mode
+//! networking: DHCP, traffic to L1's loopback, hostfwd, the backend's jail
+//! and a seccomp kill), `e1000` (the 82540EM: link, traffic, jail, driver
+//! reload).
 
 pub mod checks;
 pub mod env;
@@ -26,7 +29,11 @@ pub mod vmm;
 #[cfg(test)]
 mod boot;
 #[cfg(test)]
+mod e1000;
+#[cfg(test)]
 mod qemu;
+#[cfg(test)]
+mod slirp;
 #[cfg(test)]
 mod vhost;
 #[cfg(test)]

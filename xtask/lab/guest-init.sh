@@ -8,7 +8,9 @@
 #   moat.nic=all|NAME[,NAME...]  load NIC driver modules (names: see
 #                                /etc/moat/nic/); default: none (fast boot)
 #   moat.dev=IFACE               interface moat.ip configures (default eth0)
-#   moat.ip=ADDR/PREFIX          configure that interface, bring it up
+#   moat.ip=ADDR/PREFIX|dhcp     configure that interface, bring it up
+#                                (dhcp: busybox udhcpc; address, default
+#                                route and DNS server from the lease)
 #   moat.gw=ADDR                 default route
 #   moat.action=STEP[,STEP...]   steps run in order; STEP is NAME[:ARG...]
 #                                (default: reboot)
@@ -102,12 +104,39 @@ wait_iface() {
     done
 }
 
-# Configures $dev with moat.ip and moat.gw and reports it (`MOAT net`).
+# DHCP on interface $1 (busybox udhcpc, with a script that applies the
+# lease); prints ADDR/PREFIX, fails without a lease.
+dhcp() {
+    cat > /tmp/udhcpc.script <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        for r in $router; do ip route add default via "$r"; break; done
+        for d in $dns; do echo "nameserver $d"; done > /etc/resolv.conf
+        echo "$ip/${mask:-24}" > /tmp/dhcp.addr
+        ;;
+esac
+SCRIPT
+    chmod +x /tmp/udhcpc.script
+    ip link set "$1" up
+    udhcpc -i "$1" -n -q -t 5 -T 2 -s /tmp/udhcpc.script > /dev/null 2>&1 &&
+        cat /tmp/dhcp.addr
+}
+
+# Configures $dev with moat.ip (an address, or dhcp) and moat.gw and
+# reports it (`MOAT net`).
 config_net() {
     [ -n "$ip" ] || return 0
     if wait_iface "$dev"; then
-        ip addr add "$ip" dev "$dev" && ip link set "$dev" up
-        [ -n "$gw" ] && ip route add default via "$gw"
+        if [ "$ip" = dhcp ]; then
+            addr=$(dhcp "$dev") || say "error step=net reason=no-dhcp-lease"
+        else
+            addr=$ip
+            ip addr add "$ip" dev "$dev" && ip link set "$dev" up
+            [ -n "$gw" ] && ip route add default via "$gw"
+        fi
         driver=$(basename "$(readlink "/sys/class/net/$dev/device/driver")" 2>/dev/null)
         # Link state once the interface is up (autonegotiation may take a
         # moment on emulated PHYs): 1 = carrier.
@@ -117,7 +146,7 @@ config_net() {
             sleep 0.1
         done
         carrier=$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)
-        say "net dev=$dev driver=$driver mac=$(cat "/sys/class/net/$dev/address") addr=$ip carrier=${carrier:-none}"
+        say "net dev=$dev driver=$driver mac=$(cat "/sys/class/net/$dev/address") addr=$addr carrier=${carrier:-none}"
     else
         say "error step=net reason=no-interface-$dev"
     fi

@@ -2,6 +2,11 @@
 //!
 //! - [`tap`]: tap devices (`/dev/net/tun`), one descriptor per queue.
 //! - [`vhost_net`]: the kernel's virtio-net data path over a tap.
+//! - [`frames`]: the frame channel, a `SOCK_SEQPACKET` socketpair between a
+//!   NIC process and a backend process that is not a tap (user-mode
+//!   networking), one Ethernet frame per message.
+//! - [`slirp`]: user-mode networking (libslirp) on a frame channel, run by
+//!   a backend process of its own in the host's network namespace.
 //! - [`bridge`]: the few rtnetlink operations the launcher needs to put a
 //!   tap on a bridge (create, bring up, enslave, delete, query), over a
 //!   synchronous netlink socket; no `ip` binary is run.
@@ -11,10 +16,15 @@
 //! ([`tap::Tap::from_fd`]).
 
 pub mod bridge;
+pub mod frames;
+pub mod slirp;
 pub mod tap;
 pub mod vhost_net;
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::virtio::net::NetBackend;
 
 /// What went wrong in a backend, naming the interface and the step.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +65,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// User-mode networking cannot be set up as configured.
+    #[error("user networking: {0}")]
+    Slirp(String),
 }
 
 /// Result with the backend [`Error`].
@@ -89,6 +103,60 @@ pub fn check_ifname(name: &str) -> Result<()> {
         return bad("contains '/', ':', NUL or whitespace");
     }
     Ok(())
+}
+
+/// What a NIC process moves its frames through: the tap the launcher made,
+/// or a frame channel to a backend process.
+#[derive(Debug)]
+pub enum NicBackend {
+    Tap(tap::TapBackend),
+    Frames(frames::FrameChannel),
+}
+
+impl NetBackend for NicBackend {
+    fn readv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            NicBackend::Tap(b) => b.readv(iov),
+            NicBackend::Frames(b) => b.readv(iov),
+        }
+    }
+
+    fn writev(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            NicBackend::Tap(b) => b.writev(iov),
+            NicBackend::Frames(b) => b.writev(iov),
+        }
+    }
+
+    fn vnet_hdr_len(&self) -> usize {
+        match self {
+            NicBackend::Tap(b) => b.vnet_hdr_len(),
+            NicBackend::Frames(b) => b.vnet_hdr_len(),
+        }
+    }
+
+    fn offloads(&self) -> u64 {
+        match self {
+            NicBackend::Tap(b) => b.offloads(),
+            NicBackend::Frames(b) => b.offloads(),
+        }
+    }
+
+    fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
+        match self {
+            NicBackend::Tap(b) => b.set_offloads(acked),
+            NicBackend::Frames(b) => b.set_offloads(acked),
+        }
+    }
+}
+
+impl AsFd for NicBackend {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            NicBackend::Tap(b) => b.as_fd(),
+            NicBackend::Frames(b) => b.as_fd(),
+        }
+    }
 }
 
 /// Runs tests inside a network namespace of their own, so that no tap or
