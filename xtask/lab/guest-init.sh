@@ -18,6 +18,7 @@
 #        | ping:HOST[:COUNT] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
 #        | iperf-server[:PORT]   (serves one client, then goes on)
 #        | reload:NIC            (rmmod the driver, insmod it, configure again)
+#        | fetch:HOST:PORT       (HTTP GET of /moat.txt)
 # A step that does not end the VM falls through to the next; after the last
 # one the guest reboots (`reboot -f`; with `reboot=k` that is an i8042 reset).
 #
@@ -175,6 +176,16 @@ act_reload() {
     load_nics "$1"
     say "reload driver=$1 unloaded=$gone"
     config_net
+}
+
+# HTTP GET http://$1:$2/moat.txt (busybox wget): reports the size and
+# first line of what came back, or ok=0.
+act_fetch() {
+    if wget -q -T 10 -O /tmp/fetch.out "http://$1:$2/moat.txt" 2>/dev/null; then
+        say "fetch host=$1 port=$2 ok=1 bytes=$(wc -c < /tmp/fetch.out) text=$(head -n 1 /tmp/fetch.out | tr -c 'A-Za-z0-9_.-' '_')"
+    else
+        say "fetch host=$1 port=$2 ok=0"
+    fi
 }
 
 act_ping() {

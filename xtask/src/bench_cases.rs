@@ -76,6 +76,10 @@ const VIRTIO_TAP: Probe = Probe {
     name: "virtio-tap",
     measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VIRTIO_NIC),
 };
+const E1000: Probe = Probe {
+    name: "e1000",
+    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &E1000_NIC),
+};
 const VHOST: Probe = Probe {
     name: "vhost",
     measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VHOST_NIC),
@@ -92,11 +96,12 @@ pub const CASES: &[Case] = &[
     case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("vhost-tx", Unit::Mbits, Some(&VHOST)),
     case("vhost-rx", Unit::Mbits, Some(&VHOST)),
-    case("e1000-tx", Unit::Mbits, None),
-    case("e1000-rx", Unit::Mbits, None),
+    case("e1000-tx", Unit::Mbits, Some(&E1000)),
+    case("e1000-rx", Unit::Mbits, Some(&E1000)),
     case("user-tx", Unit::Mbits, None),
     case("user-rx", Unit::Mbits, None),
     case("ping-virtio", Unit::Millis, Some(&VIRTIO_TAP)),
+    case("ping-e1000", Unit::Millis, Some(&E1000)),
     case("mem", Unit::Mib, Some(&MEM)),
 ];
 
@@ -164,6 +169,15 @@ const VIRTIO_NIC: NicBench = NicBench {
     ping: Some("ping-virtio"),
     model: "virtio-net-pci",
     driver: "virtio_net",
+    vhost: false,
+};
+const E1000_NIC: NicBench = NicBench {
+    prefix: "e1000",
+    tx: "e1000-tx",
+    rx: "e1000-rx",
+    ping: Some("ping-e1000"),
+    model: "e1000",
+    driver: "e1000",
     vhost: false,
 };
 const VHOST_NIC: NicBench = NicBench {
