@@ -388,4 +388,9 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> HostedPciDevice for E1
         self.intx = false;
         self.update_irq();
     }
+
+    fn bar_peek(&mut self, bar: u8, offset: u64) -> Option<u32> {
+        let offset = u32::try_from(offset).ok().filter(|o| o % 4 == 0)?;
+        (bar == MMIO_BAR && u64::from(offset) < MMIO_SIZE).then(|| self.read_reg(offset, false))
+    }
 }

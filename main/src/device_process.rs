@@ -130,6 +130,7 @@ struct Inherited {
     vm: OwnedFd,
     backend: OwnedFd,
     vhost: Option<OwnedFd>,
+    mirror: Option<OwnedFd>,
 }
 
 /// Takes ownership of inherited descriptor `fd`, which must be open.
@@ -147,7 +148,7 @@ pub(crate) fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn take_fds(vhost: bool) -> Result<Inherited> {
+fn take_fds(vhost: bool, mirror: bool) -> Result<Inherited> {
     Ok(Inherited {
         ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
         device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
@@ -157,6 +158,10 @@ fn take_fds(vhost: bool) -> Result<Inherited> {
             true => Some(take_fd(device_fds::VHOST, "vhost-net")?),
             false => None,
         },
+        mirror: match mirror {
+            true => Some(take_fd(device_fds::MIRROR, "register mirror")?),
+            false => None,
+        },
     })
 }
 
@@ -164,7 +169,8 @@ fn run(arg: &str) -> Result<()> {
     let role = DeviceRole::from_arg(arg).context("cannot parse the device role")?;
     let _ = NAME.set(role.name.clone());
     let mode: seccomp::Mode = role.seccomp.parse()?;
-    let fds = take_fds(role.vhost)?;
+    let mirrored = role.kind.mirrored();
+    let fds = take_fds(role.vhost, !mirrored.is_empty())?;
     let mut keep_fds = vec![
         device_fds::GUEST_RAM,
         device_fds::DEVICE_CHANNEL,
@@ -173,6 +179,9 @@ fn run(arg: &str) -> Result<()> {
     ];
     if role.vhost {
         keep_fds.push(device_fds::VHOST);
+    }
+    if !mirrored.is_empty() {
+        keep_fds.push(device_fds::MIRROR);
     }
 
     jail::enter(&jail::JailConfig {
@@ -223,12 +232,17 @@ fn run(arg: &str) -> Result<()> {
         }
         None => None,
     };
+    let mirror = match &fds.mirror {
+        Some(fd) => Some(ipc::RegisterMirror::map(fd).context("register mirror")?),
+        None => None,
+    };
     let start = Start {
         role: &role,
         mode,
         device,
         vm: vm.clone(),
         tap_fd,
+        mirror: mirror.map(|m| (m, mirrored)),
     };
     match role.kind {
         NicKind::VirtioNet => {
@@ -267,6 +281,8 @@ struct Start<'a> {
     device: Channel,
     vm: Arc<Channel>,
     tap_fd: RawFd,
+    /// The register mirror and the (BAR, offset) of each slot.
+    mirror: Option<(ipc::RegisterMirror, Vec<(u8, u64)>)>,
 }
 
 impl Start<'_> {
@@ -280,6 +296,8 @@ impl Start<'_> {
     ) -> Result<()> {
         check_layout(self.role.kind, &model)?;
         let mut server = Server::start(model, self.device, self.vm, self.tap_fd, vhost)?;
+        server.mirror = self.mirror;
+        server.publish_mirror();
         seccomp::install(kind, self.mode)?;
         if self.role.violate_seccomp {
             violate_seccomp();
@@ -544,6 +562,8 @@ struct Server<D> {
     resample: Option<EventFd>,
     /// vhost-net's proxy call eventfds are polled here.
     vhost: Option<Arc<VhostShared>>,
+    /// Registers published for the vCPU process to answer reads from.
+    mirror: Option<(ipc::RegisterMirror, Vec<(u8, u64)>)>,
     epoll: Epoll,
     tap_fd: RawFd,
     tap_attached: bool,
@@ -673,6 +693,7 @@ impl<D: NicModel> Server<D> {
             doorbells,
             resample,
             vhost,
+            mirror: None,
             epoll,
             tap_fd,
             tap_attached: true,
@@ -725,9 +746,21 @@ impl<D: NicModel> Server<D> {
                     }
                 }
             }
+            self.publish_mirror();
             if self.model.interrupts().vm_gone.load(Ordering::Relaxed) {
                 info!("{}: the vm-control channel closed", name());
                 return Ok(());
+            }
+        }
+    }
+
+    /// Publishes the mirrored registers' current values.
+    fn publish_mirror(&mut self) {
+        if let Some((mirror, regs)) = &self.mirror {
+            for (slot, &(bar, offset)) in regs.iter().enumerate() {
+                if let Some(value) = self.model.bar_peek(bar, offset) {
+                    mirror.publish(slot, value);
+                }
             }
         }
     }

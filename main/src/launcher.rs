@@ -190,6 +190,17 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
         if let Some(vhost) = &nic.vhost {
             command = command.fd(vhost.as_fd(), roles::device_fds::VHOST);
         }
+        // The register mirror: the device writes it, the vCPU process reads.
+        let mirror = if nic.layout.mirrored.is_empty() {
+            None
+        } else {
+            let (_, fd) =
+                ipc::RegisterMirror::create().context("cannot create a register mirror")?;
+            Some(fd)
+        };
+        if let Some(fd) = &mirror {
+            command = command.fd(fd.as_fd(), roles::device_fds::MIRROR);
+        }
         let child = command
             .arg0("moatvm")
             .arg(roles::DEVICE)
@@ -217,7 +228,7 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
             what: format!("device {}", nic.role.name),
             child,
         });
-        vcpu_channels.push((dev_here.into_fd(), ctl_here.into_fd()));
+        vcpu_channels.push((dev_here.into_fd(), ctl_here.into_fd(), mirror));
     }
 
     let (serial_fd, interactive): (OwnedFd, bool) = match &cfg.serial {
@@ -262,10 +273,13 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
     if role.serial_stdin {
         cmd = cmd.fd(stdin.as_fd(), 0);
     }
-    for (i, (dev, ctl)) in vcpu_channels.iter().enumerate() {
+    for (i, (dev, ctl, mirror)) in vcpu_channels.iter().enumerate() {
         cmd = cmd
             .fd(dev.as_fd(), roles::vcpu_fds::device_channel(i))
             .fd(ctl.as_fd(), roles::vcpu_fds::vm_control(i));
+        if let Some(fd) = mirror {
+            cmd = cmd.fd(fd.as_fd(), roles::vcpu_fds::mirror(i));
+        }
     }
     match cmd.spawn() {
         Ok(child) => {
@@ -406,6 +420,7 @@ fn plan_nic(
             name,
             bars,
             msix_vectors,
+            mirrored: kind.mirrored(),
         },
         backend_process,
     })

@@ -6,11 +6,13 @@
 //! moatvm __vcpu   '<VcpuRole as TOML>'     fds: 0 stdin (serial input), 3 /dev/kvm,
 //!                                               4 guest RAM, 5 serial output,
 //!                                               then per device: device channel,
-//!                                               vm-control channel
+//!                                               vm-control channel, register
+//!                                               mirror (if the model has one)
 //! moatvm __device '<DeviceRole as TOML>'   fds: 3 guest RAM, 4 device channel,
 //!                                               5 vm-control channel, 6 backend
 //!                                               (a tap or a frame channel),
-//!                                               7 /dev/vhost-net (vhost=on)
+//!                                               7 /dev/vhost-net (vhost=on),
+//!                                               8 register mirror (if any)
 //! moatvm __backend '<BackendRole as TOML>' fds: 3 frame channel
 //! ```
 
@@ -36,6 +38,8 @@ pub mod device_fds {
     pub const BACKEND: i32 = 6;
     /// `/dev/vhost-net`, when the netdev has `vhost=on`.
     pub const VHOST: i32 = 7;
+    /// The register mirror, for a model with mirrored registers.
+    pub const MIRROR: i32 = 8;
 }
 
 /// Descriptor numbers in a backend process.
@@ -52,13 +56,18 @@ pub mod vcpu_fds {
     pub const GUEST_RAM: i32 = 4;
     /// COM1's output (a file, or a copy of standard output).
     pub const SERIAL: i32 = 5;
-    /// Device `i`'s device channel; its vm-control channel follows.
+    /// Device `i`'s device channel; its vm-control channel and register
+    /// mirror follow.
     pub fn device_channel(i: usize) -> i32 {
-        6 + 2 * i as i32
+        6 + 3 * i as i32
     }
     /// Device `i`'s vm-control channel.
     pub fn vm_control(i: usize) -> i32 {
         device_channel(i) + 1
+    }
+    /// Device `i`'s register mirror (if its model has mirrored registers).
+    pub fn mirror(i: usize) -> i32 {
+        device_channel(i) + 2
     }
 }
 
@@ -87,6 +96,10 @@ pub struct RemoteDevice {
     pub name: String,
     pub bars: Vec<AssignedBar>,
     pub msix_vectors: u16,
+    /// Registers (BAR, offset) answered from the register mirror, slot by
+    /// slot.
+    #[serde(default)]
+    pub mirrored: Vec<(u8, u64)>,
 }
 
 /// What the vCPU process is told.
@@ -126,6 +139,18 @@ pub enum NicKind {
 }
 
 impl NicKind {
+    /// 32-bit registers (BAR, offset) whose reads the vCPU process answers
+    /// from the register mirror: side-effect-free ones the guest's writes
+    /// cannot change, read on hot paths.
+    pub fn mirrored(self) -> Vec<(u8, u64)> {
+        match self {
+            NicKind::VirtioNet => Vec::new(),
+            // STATUS: Linux's e1000 reads it to flush every write to IMS
+            // and IMC, twice per interrupt; it follows only the link.
+            NicKind::E1000 => vec![(0, 0x8)],
+        }
+    }
+
     /// The BARs of the model (size, kind) and its MSI-X vector count; the
     /// launcher places the BARs before the model exists.
     pub fn layout(self) -> (Vec<(u8, BarKindName, bool, u64)>, u16) {

@@ -52,8 +52,11 @@ fn take(fd: i32) -> OwnedFd {
 fn run(arg: &str) -> Result<VmEnd> {
     let role = VcpuRole::from_arg(arg).context("bad vCPU role")?;
     let mut keep = vec![vcpu_fds::KVM, vcpu_fds::GUEST_RAM, vcpu_fds::SERIAL];
-    for i in 0..role.devices.len() {
+    for (i, dev) in role.devices.iter().enumerate() {
         keep.extend([vcpu_fds::device_channel(i), vcpu_fds::vm_control(i)]);
+        if !dev.mirrored.is_empty() {
+            keep.push(vcpu_fds::mirror(i));
+        }
     }
     jail::enter(&jail::JailConfig {
         keep_fds: keep,
@@ -94,11 +97,28 @@ fn run(arg: &str) -> Result<VmEnd> {
                 .with_deadline(crate::platform::remote_pci::DEVICE_DEADLINE),
         );
         controls.push(Channel::from_fd(take(vcpu_fds::vm_control(i)))?);
+        let mirror = if dev.mirrored.is_empty() {
+            None
+        } else {
+            let fd = take(vcpu_fds::mirror(i));
+            Some(Arc::new(
+                ipc::RegisterMirror::map(&fd)
+                    .with_context(|| format!("{}: register mirror", dev.name))?,
+            ))
+        };
         for bar in &dev.bars {
             let remote = RemoteBar {
                 name: dev.name.clone(),
                 channel: channel.clone(),
                 bar: bar.index,
+                mirror: mirror.as_ref().map(|m| {
+                    let offsets = dev
+                        .mirrored
+                        .iter()
+                        .map(|&(b, off)| (b == bar.index).then_some(off))
+                        .collect();
+                    (m.clone(), offsets)
+                }),
             };
             bars.push((bar.address, bar.size, bar.kind, remote));
         }

@@ -95,4 +95,12 @@ pub trait HostedPciDevice: PciDevice {
     }
     /// The INTx resample fd fired (the guest acknowledged the interrupt).
     fn intx_resample(&mut self) {}
+    /// The 32-bit register at `offset` of BAR `bar` as a read would see
+    /// it, without a read's side effects; `None` if the model does not say.
+    /// The host may publish it for the vCPU process to answer reads from
+    /// (only for registers the guest's writes cannot change).
+    fn bar_peek(&mut self, bar: u8, offset: u64) -> Option<u32> {
+        let _ = (bar, offset);
+        None
+    }
 }

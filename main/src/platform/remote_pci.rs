@@ -143,15 +143,34 @@ impl PciDevice for RemotePci {
     }
 }
 
-/// One BAR of a remote device, on the MMIO bus.
+/// One BAR of a remote device, on the MMIO or PIO bus.
 pub struct RemoteBar {
     pub name: String,
     pub channel: Arc<Channel>,
     pub bar: u8,
+    /// The device's register mirror and, for each slot, the offset in this
+    /// BAR it answers (`None` for a slot of another BAR).
+    pub mirror: Option<(Arc<ipc::RegisterMirror>, Vec<Option<u64>>)>,
+}
+
+impl RemoteBar {
+    /// A 4-byte read answered from the register mirror, if it covers it.
+    fn mirrored(&self, offset: u64, len: usize) -> Option<u32> {
+        let (mirror, offsets) = self.mirror.as_ref()?;
+        if len != 4 {
+            return None;
+        }
+        let slot = offsets.iter().position(|o| *o == Some(offset))?;
+        mirror.read(slot)
+    }
 }
 
 impl BusDevice for RemoteBar {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let Some(value) = self.mirrored(offset, data.len()) {
+            data.copy_from_slice(&value.to_le_bytes());
+            return;
+        }
         let request = DeviceRequest::BarRead {
             bar: self.bar,
             offset,
@@ -209,6 +228,59 @@ mod tests {
     fn remote(bars: Vec<AssignedBar>) -> (RemotePci, Channel) {
         let (here, there) = Channel::pair().unwrap();
         (RemotePci::new("t".into(), Arc::new(here), bars), there)
+    }
+
+    #[test]
+    fn mirrored_reads_need_no_message() {
+        let (here, there) = Channel::pair().unwrap();
+        let (device_side, fd) = ipc::RegisterMirror::create().unwrap();
+        let mirror = Arc::new(ipc::RegisterMirror::map(&fd).unwrap());
+        let mut bar = RemoteBar {
+            name: "t".into(),
+            channel: Arc::new(here),
+            bar: 0,
+            mirror: Some((mirror, vec![Some(0x8)])),
+        };
+        // Not published yet: the read goes to the device.
+        let reader = std::thread::spawn(move || {
+            let mut data = [0u8; 4];
+            bar.read(0x8, &mut data);
+            (bar, data)
+        });
+        let (request, _) = there.recv::<DeviceRequest>().unwrap();
+        assert_eq!(
+            request,
+            DeviceRequest::BarRead {
+                bar: 0,
+                offset: 0x8,
+                len: 4
+            }
+        );
+        there
+            .send(
+                &DeviceReply::BarData(RegData::new(&[1, 0, 0, 0]).unwrap()),
+                &[],
+            )
+            .unwrap();
+        let (mut bar, data) = reader.join().unwrap();
+        assert_eq!(data, [1, 0, 0, 0]);
+        // Published: answered here, nothing sent.
+        device_side.publish(0, 0x8008_0783);
+        let mut data = [0u8; 4];
+        bar.read(0x8, &mut data);
+        assert_eq!(u32::from_le_bytes(data), 0x8008_0783);
+        assert!(there.try_recv::<DeviceRequest>().unwrap().is_none());
+        // A 2-byte read of it, or another register, still asks the device.
+        let mut data = [0u8; 2];
+        let reader = std::thread::spawn(move || bar.read(0x8, &mut data));
+        assert!(matches!(
+            there.recv::<DeviceRequest>().unwrap().0,
+            DeviceRequest::BarRead { len: 2, .. }
+        ));
+        there
+            .send(&DeviceReply::BarData(RegData::new(&[0, 0]).unwrap()), &[])
+            .unwrap();
+        reader.join().unwrap();
     }
 
     fn bar64() -> AssignedBar {
