@@ -17,7 +17,8 @@
 //! a tap and bridge, the jail, a seccomp kill, a driver reload), `vhost`
 //! (the same with `vhost=on`), `slirp` (virtio-net on user-mode
 //! networking: DHCP, traffic to L1's loopback, hostfwd, the backend's jail
-//! and a seccomp kill), `e1000` (the 82540EM: link, traffic, jail, driver
+//! and a seccomp kill), `slirp_http` (an HTTP page through user-mode
+//! networking, with virtio-net and e1000, and `restrict=on`), `e1000` (the 82540EM: link, traffic, jail, driver
 //! reload).
 
 pub mod checks;
@@ -34,6 +35,8 @@ mod e1000;
 mod qemu;
 #[cfg(test)]
 mod slirp;
+#[cfg(test)]
+mod slirp_http;
 #[cfg(test)]
 mod vhost;
 #[cfg(test)]

@@ -178,13 +178,18 @@ act_reload() {
     config_net
 }
 
-# HTTP GET http://$1:$2/moat.txt (busybox wget): reports the size and
-# first line of what came back, or ok=0.
+# HTTP GET http://$1:$2/moat.txt by hand over busybox nc (the static
+# busybox's wget crashes in glibc's resolver): reports the status and the
+# first line of the body, or ok=0.
 act_fetch() {
-    if wget -q -T 10 -O /tmp/fetch.out "http://$1:$2/moat.txt" 2>/dev/null; then
-        say "fetch host=$1 port=$2 ok=1 bytes=$(wc -c < /tmp/fetch.out) text=$(head -n 1 /tmp/fetch.out | tr -c 'A-Za-z0-9_.-' '_')"
+    printf 'GET /moat.txt HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" |
+        nc -w 10 "$1" "$2" > /tmp/fetch.out 2>/dev/null
+    status=$(head -n 1 /tmp/fetch.out | tr -d '\r' | cut -d' ' -f2)
+    body=$(sed '1,/^\r*$/d' /tmp/fetch.out | head -n 1 | tr -c 'A-Za-z0-9_.-' '_')
+    if [ "$status" = 200 ]; then
+        say "fetch host=$1 port=$2 ok=1 bytes=$(wc -c < /tmp/fetch.out) text=$body"
     else
-        say "fetch host=$1 port=$2 ok=0"
+        say "fetch host=$1 port=$2 ok=0 status=${status:-none}"
     fi
 }
 
