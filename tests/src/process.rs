@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(20);
 /// After the process exits, how long its last output may take to arrive.
 const DRAIN: Duration = Duration::from_secs(2);
-/// Starts the line that tells the lab a guest reset during early boot
-/// (`xtask` reruns such a scenario in a fresh L1).
+/// Starts the line that tells the lab a guest reset by itself (`xtask`
+/// reruns such a scenario in a fresh L1).
 pub const EARLY_RESET_MARKER: &str = "LAB-L2-EARLY-RESET";
 /// Lines of serial output quoted in error messages.
 const TAIL_LINES: usize = 25;
@@ -154,7 +154,12 @@ impl Running {
     pub fn expect_success(&mut self, timeout: Duration) -> Result<()> {
         let status = self.wait_exit(timeout)?;
         if !status.success() {
-            bail!("{} exited with {status}\n{}", self.name, self.report());
+            bail!(
+                "{} exited with {status}\n{}{}",
+                self.name,
+                self.report(),
+                self.early_reset_marker(status)
+            );
         }
         Ok(())
     }
@@ -172,19 +177,19 @@ impl Running {
         self.child.id()
     }
 
-    /// A line for the lab when the guest reset before its init printed
-    /// anything: moatvm's "triple fault", or QEMU (`-no-reboot`) exiting 0.
-    /// In the nested lab this happens now and then to QEMU and moatvm alike
-    /// (L1's SVM is emulated by TCG), so the lab reruns the scenario in a
-    /// fresh L1; a VMM that always does it still fails every time.
+    /// A line for the lab when the guest reset by itself: moatvm's "triple
+    /// fault" (KVM_EXIT_SHUTDOWN, at any point), or QEMU (`-no-reboot`)
+    /// exiting 0 before the guest's init printed anything. In the nested lab
+    /// this happens now and then to QEMU and moatvm alike (L1's SVM is
+    /// emulated by TCG), so the lab reruns the scenario in a fresh L1; a VMM
+    /// that does it every time still fails every time.
     fn early_reset_marker(&self, status: ExitStatus) -> String {
-        if self.seen.iter().any(|l| l.contains("MOAT start")) {
-            return String::new();
-        }
+        let started = self.seen.iter().any(|l| l.contains("MOAT start"));
         let stderr = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
-        let reset = stderr.contains("triple fault") || (status.success() && self.name == "qemu");
+        let reset = stderr.contains("triple fault")
+            || (!started && status.success() && self.name == "qemu");
         if reset {
-            format!("\n{EARLY_RESET_MARKER}: the guest reset before its init ran")
+            format!("\n{EARLY_RESET_MARKER}: the guest reset by itself (triple fault)")
         } else {
             String::new()
         }
