@@ -49,6 +49,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use devices::backend::frames::FrameChannel;
@@ -83,7 +84,9 @@ const QUEUE_SIZE: u16 = 256;
 const TOKEN_DEVICE: u64 = 0;
 const TOKEN_TAP: u64 = 1;
 const TOKEN_RESAMPLE: u64 = 2;
-const TOKEN_DOORBELL: u64 = 3;
+const TOKEN_DOORBELL: u64 = 4;
+/// The model's timer (e1000's interrupt throttling).
+const TOKEN_TIMER: u64 = 3;
 /// vhost-net's proxy call eventfd of ring `r` as `PROXY + r`.
 const TOKEN_PROXY: u64 = 1 << 32;
 
@@ -395,6 +398,64 @@ impl AsFd for EventFd {
     }
 }
 
+/// A one-shot timerfd on the monotonic clock (the clock `Instant` reads).
+struct Timer(OwnedFd);
+
+impl Timer {
+    fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes integers only.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(Timer(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Fires once after `after` (at least 1 ns: zero would disarm), or
+    /// never (`None`).
+    fn set(&self, after: Option<std::time::Duration>) -> io::Result<()> {
+        let value = after.map_or(
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            |d| {
+                let d = d.max(std::time::Duration::from_nanos(1));
+                libc::timespec {
+                    tv_sec: d.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+                }
+            },
+        );
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: value,
+        };
+        // SAFETY: passes a valid itimerspec; the old value is not asked for.
+        let r =
+            unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local buffer.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+}
+
 /// Lets a message through at the 1st, 2nd, 4th, 8th... occurrence (like
 /// `devices::virtio::LogLimiter`, but usable through `&self`).
 #[derive(Default)]
@@ -495,6 +556,11 @@ trait NicModel: HostedPciDevice {
     /// A kernel data path's interrupt for queue `queue` reached this
     /// process (its vector masked, or INTx).
     fn raise_queue_interrupt(&mut self, queue: u16);
+    /// When the model wants [`NicModel::timer_expired`] called, if ever.
+    fn timer_deadline(&mut self) -> Option<Instant> {
+        None
+    }
+    fn timer_expired(&mut self) {}
 }
 
 impl NicModel for VirtioNetPci<NicBackend, GuestMemoryMmap, Irqfds> {
@@ -523,6 +589,12 @@ impl NicModel for E1000<NicBackend, GuestMemoryMmap, Irqfds> {
         E1000::interrupts(self)
     }
     fn raise_queue_interrupt(&mut self, _queue: u16) {}
+    fn timer_deadline(&mut self) -> Option<Instant> {
+        self.irq_deadline()
+    }
+    fn timer_expired(&mut self) {
+        self.irq_timer();
+    }
 }
 
 /// Asks the vCPU process for `request` with `fd` attached, and waits for
@@ -564,6 +636,9 @@ struct Server<D> {
     vhost: Option<Arc<VhostShared>>,
     /// Registers published for the vCPU process to answer reads from.
     mirror: Option<(ipc::RegisterMirror, Vec<(u8, u64)>)>,
+    /// The model's timer, and the deadline it is armed for.
+    timer: Timer,
+    armed: Option<Instant>,
     epoll: Epoll,
     tap_fd: RawFd,
     tap_attached: bool,
@@ -663,6 +738,8 @@ impl<D: NicModel> Server<D> {
                 .context("epoll_ctl")
         };
         add(device.as_raw_fd(), EventSet::IN, TOKEN_DEVICE)?;
+        let timer = Timer::new().context("timerfd_create")?;
+        add(timer.0.as_raw_fd(), EventSet::IN, TOKEN_TIMER)?;
         match &vhost {
             None => add(
                 tap_fd,
@@ -694,6 +771,8 @@ impl<D: NicModel> Server<D> {
             resample,
             vhost,
             mirror: None,
+            timer,
+            armed: None,
             epoll,
             tap_fd,
             tap_attached: true,
@@ -719,6 +798,11 @@ impl<D: NicModel> Server<D> {
                 match event.data() {
                     TOKEN_DEVICE => {}
                     TOKEN_TAP => self.tap_ready(event.event_set()),
+                    TOKEN_TIMER => {
+                        self.timer.drain();
+                        self.armed = None;
+                        self.model.timer_expired();
+                    }
                     TOKEN_RESAMPLE => {
                         if let Some(fd) = &self.resample {
                             fd.drain();
@@ -747,11 +831,25 @@ impl<D: NicModel> Server<D> {
                 }
             }
             self.publish_mirror();
+            self.arm_timer();
             if self.model.interrupts().vm_gone.load(Ordering::Relaxed) {
                 info!("{}: the vm-control channel closed", name());
                 return Ok(());
             }
         }
+    }
+
+    /// Arms (or disarms) the timer for the model's deadline.
+    fn arm_timer(&mut self) {
+        let deadline = self.model.timer_deadline();
+        if deadline == self.armed {
+            return;
+        }
+        let after = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if let Err(e) = self.timer.set(after) {
+            self.bad(format_args!("timerfd_settime: {e}"));
+        }
+        self.armed = deadline;
     }
 
     /// Publishes the mirrored registers' current values.

@@ -1,7 +1,7 @@
 //! An e1000 (Intel 82540EM) device process over a tap.
 //!
 //! Its steady state: one event loop in `epoll_wait` over the tap, the INTx
-//! resample eventfd and the IPC socket to the vCPU process. Register
+//! resample eventfd, the ITR timer and the IPC socket to the vCPU process. Register
 //! accesses come as messages (the transmit doorbell TDT among them); frames
 //! move between the guest's descriptor rings and the tap with
 //! `readv`/`writev`, and the level-triggered interrupt is raised by a
@@ -15,7 +15,7 @@ use crate::policy::{sys, Policy};
 /// The kind's name, as on the command line of its hidden role.
 pub(crate) const NAME: &str = "e1000";
 
-/// The allowlist: the runtime's 23 and the 10 below (33).
+/// The allowlist: the runtime's 23 and the 11 below (34).
 pub(crate) fn policy() -> Policy {
     let mut p = Policy::new();
     rust_runtime(&mut p);
@@ -30,6 +30,10 @@ pub(crate) fn policy() -> Policy {
     p.allow(sys!(SYS_epoll_ctl));
     // ipc's Channel::recv_timeout and sends with a deadline.
     p.allow(sys!(SYS_poll));
+
+    // Interrupt throttling (ITR): arms the one-shot timer for a held-back
+    // interrupt (the timerfd was created before the filter).
+    p.allow(sys!(SYS_timerfd_settime));
 
     // Data path.
     // Drains the resample eventfd.

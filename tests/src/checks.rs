@@ -111,6 +111,23 @@ pub fn bridge_with_iperf_server() -> Result<()> {
     Ok(())
 }
 
+/// The port of the iperf3 server on L1's loopback, which a guest on
+/// user-mode networking reaches as 10.0.2.2.
+pub const LOOPBACK_IPERF_PORT: u16 = 5202;
+
+/// Starts (once) an iperf3 server daemon on L1's loopback at
+/// [`LOOPBACK_IPERF_PORT`].
+pub fn loopback_iperf_server() -> Result<()> {
+    let pidfile = std::env::temp_dir().join("moat-loopback-iperf.pid");
+    if !pidfile.exists() {
+        sh(&format!(
+            "iperf3 -s -D -B 127.0.0.1 -p {LOOPBACK_IPERF_PORT} -I {} >/dev/null 2>&1",
+            pidfile.display()
+        ))?;
+    }
+    Ok(())
+}
+
 /// A tap made in L1 and enslaved to [`BRIDGE`], for a VMM that opens an
 /// existing tap (QEMU with `script=no`); deleted on drop.
 pub struct BridgedTap {

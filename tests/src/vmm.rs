@@ -104,6 +104,16 @@ impl Vmm {
         }
     }
 
+    /// Options that give the VM one NIC `model` with `mac` on user-mode
+    /// networking (QEMU's `-nic user` shorthand, spelled alike by both).
+    pub fn user_args(self, model: &str, mac: &str) -> Vec<String> {
+        let flag = match self {
+            Vmm::Moatvm => "--nic",
+            Vmm::Qemu => "-nic",
+        };
+        vec![flag.into(), format!("user,model={model},mac={mac}")]
+    }
+
     /// Boots `guest`; logs go to `OUT/<log>.serial.log` and `.stderr.log`.
     pub fn boot(self, env: &LabEnv, guest: &Guest, log: &str) -> Result<Running> {
         self.boot_with(env, guest, log, &[])

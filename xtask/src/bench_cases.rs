@@ -80,6 +80,10 @@ const E1000: Probe = Probe {
     name: "e1000",
     measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &E1000_NIC),
 };
+const USER: Probe = Probe {
+    name: "user",
+    measure: user,
+};
 const VHOST: Probe = Probe {
     name: "vhost",
     measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VHOST_NIC),
@@ -98,8 +102,8 @@ pub const CASES: &[Case] = &[
     case("vhost-rx", Unit::Mbits, Some(&VHOST)),
     case("e1000-tx", Unit::Mbits, Some(&E1000)),
     case("e1000-rx", Unit::Mbits, Some(&E1000)),
-    case("user-tx", Unit::Mbits, None),
-    case("user-rx", Unit::Mbits, None),
+    case("user-tx", Unit::Mbits, Some(&USER)),
+    case("user-rx", Unit::Mbits, Some(&USER)),
     case("ping-virtio", Unit::Millis, Some(&VIRTIO_TAP)),
     case("ping-e1000", Unit::Millis, Some(&E1000)),
     case("mem", Unit::Mib, Some(&MEM)),
@@ -272,6 +276,55 @@ fn nic_on_bridge(
         })();
         figures.push((ping, figure));
     }
+    for (case, dir) in dirs {
+        let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+        ensure!(
+            event.get("dir") == Some(dir),
+            "expected the iperf3 {dir} result, got {event:?}"
+        );
+        let figure = match event.get("error") {
+            Some(error) => Err(anyhow::anyhow!("iperf3 {dir} failed: {error}")),
+            None => event.number("mbits"),
+        };
+        figures.push((case, figure));
+    }
+    vm.expect_success(STEP_TIMEOUT)?;
+    Ok(figures)
+}
+
+/// `user-tx`, `user-rx`: a virtio-net-pci guest on user-mode networking
+/// (DHCP), iperf3 to and from a server on L1's loopback through the gateway
+/// 10.0.2.2, [`IPERF_SECS`] s each way (receiver's Mbit/s). moatvm: its
+/// libslirp backend process; QEMU: its built-in `-nic user`.
+fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
+    e2e::checks::loopback_iperf_server()?;
+    let port = e2e::checks::LOOPBACK_IPERF_PORT;
+    let dirs: Vec<(&'static str, &str)> = [("user-tx", "tx"), ("user-rx", "rx")]
+        .into_iter()
+        .filter(|(case, _)| cases.contains(case))
+        .collect();
+    let mut steps: Vec<String> = dirs
+        .iter()
+        .map(|(_, dir)| format!("iperf:10.0.2.2:{IPERF_SECS}:{dir}:{port}"))
+        .collect();
+    steps.push("reboot".into());
+    let (_, mac) = tap_and_mac(vmm);
+    let guest = Guest::new()
+        .word("quiet")
+        .moat("nic", "virtio_net")
+        .moat("ip", "dhcp")
+        .action(&steps.join(","));
+    let args = vmm.user_args("virtio-net-pci", mac);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = format!("bench-user-{}-{run}", vmm.name());
+    let mut vm = vmm.boot_with(env, &guest, &log, &args)?;
+    let net = wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
+    ensure!(
+        net.get("addr") == Some("10.0.2.15/24"),
+        "DHCP should give 10.0.2.15/24: {net:?}\n{}",
+        vm.report()
+    );
+    let mut figures: Figures = Vec::new();
     for (case, dir) in dirs {
         let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
         ensure!(

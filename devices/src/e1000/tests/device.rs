@@ -333,3 +333,63 @@ fn register_tables_are_sorted_and_disjoint() {
         assert!(!(STATS_START..STATS_END).contains(&off));
     }
 }
+
+/// ITR: an interrupt sooner than ITR × 256 ns after the last one waits for
+/// the host's timer; one after a quiet spell is raised at once.
+#[test]
+fn itr_holds_back_interrupts_that_come_too_soon() {
+    use std::time::{Duration, Instant};
+    let mut h = Harness::new();
+    let base = Instant::now();
+    let now = Arc::new(Mutex::new(base));
+    let clock = now.clone();
+    h.dev.set_clock(Box::new(move || *clock.lock().unwrap()));
+    let at = |us: u64| {
+        *now.lock().unwrap() = base + Duration::from_micros(us);
+    };
+    h.enable_pci();
+    h.write(crate::e1000::regs::ITR, 1000); // 256 µs
+    h.write(IMS, int::TXDW | int::RXT0);
+    h.write(ICS, int::TXDW);
+    assert_eq!(h.irq.count(), 1, "idle: at once");
+    assert_eq!(h.dev.irq_deadline(), None);
+    assert_eq!(h.read(ICR) & int::TXDW, int::TXDW);
+    h.dev.intx_resample();
+
+    at(100);
+    h.write(ICS, int::RXT0);
+    assert_eq!(h.irq.count(), 1, "100 µs after the last: held back");
+    assert_eq!(
+        h.dev.irq_deadline(),
+        Some(base + Duration::from_micros(256))
+    );
+    // A resample or another cause in the meantime changes nothing.
+    h.dev.intx_resample();
+    h.write(ICS, int::TXDW);
+    assert_eq!(h.irq.count(), 1);
+
+    at(300);
+    h.dev.irq_timer();
+    assert_eq!(h.irq.count(), 2, "raised when the interval passed");
+    assert_eq!(h.dev.irq_deadline(), None);
+    assert_eq!(h.read(ICR) & (int::TXDW | int::RXT0), int::TXDW | int::RXT0);
+    h.dev.intx_resample();
+
+    // A quiet spell: the next one goes at once.
+    at(2000);
+    h.write(ICS, int::RXT0);
+    assert_eq!(h.irq.count(), 3);
+    // The guest turning ITR off releases a held-back interrupt at once.
+    h.read(ICR);
+    h.dev.intx_resample();
+    at(2010);
+    h.write(ICS, int::RXT0);
+    assert_eq!(h.irq.count(), 3);
+    h.write(crate::e1000::regs::ITR, 0);
+    assert!(h
+        .dev
+        .irq_deadline()
+        .is_some_and(|d| d <= base + Duration::from_micros(2010)));
+    h.dev.irq_timer();
+    assert_eq!(h.irq.count(), 4);
+}
