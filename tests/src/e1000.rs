@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 
 use crate::checks::{
     bridge_with_iperf_server, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
@@ -11,6 +11,7 @@ use crate::checks::{
 use crate::env::LabEnv;
 use crate::guest::Guest;
 use crate::process::Running;
+use crate::procfs::{child_with, status_field};
 use crate::vmm::Vmm;
 
 const TAP: &str = "tape";
@@ -28,33 +29,6 @@ fn boot(log: &str, actions: &str) -> Result<Running> {
     let args = Vmm::Moatvm.tap_args("e1000", TAP, BRIDGE, MAC, false);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Vmm::Moatvm.boot_with(&env, &guest, log, &args)
-}
-
-/// A `/proc/<pid>/status` field.
-fn status_field(pid: u32, key: &str) -> Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
-}
-
-/// The launcher's child running the NIC (`moatvm __device`).
-fn nic_process(launcher: u32) -> Result<u32> {
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let parent = status_field(pid, "PPid").ok().and_then(|p| p.parse().ok());
-        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if parent == Some(launcher) && cmdline.contains("__device") {
-            return Ok(pid);
-        }
-    }
-    anyhow::bail!("no NIC process under the launcher {launcher}")
 }
 
 /// The e1000 driver binds with the given MAC and link up, pings with no
@@ -78,7 +52,7 @@ fn e1000_binds_pings_and_runs_iperf_both_ways() -> Result<()> {
         "the link should be up: {net:?}\n{}",
         vm.report()
     );
-    let nic = nic_process(vm.pid())?;
+    let nic = child_with(vm.pid(), "__device")?;
     for (key, want) in [
         ("Seccomp", "2"),
         ("NoNewPrivs", "1"),

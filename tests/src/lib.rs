@@ -11,6 +11,7 @@
 //! - [`vmm`]: command lines for moatvm and QEMU as the guest's VMM.
 //! - [`process`]: a running VMM: serial capture, waiting for lines or exit.
 //! - [`checks`]: whole-guest checks shared by the test modules.
+//! - [`procfs`]: L1's processes as /proc shows them.
 //!
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
 //! the same image: validates the lab itself), `virtio_tap` (virtio-net over
@@ -25,6 +26,7 @@ pub mod checks;
 pub mod env;
 pub mod guest;
 pub mod process;
+pub mod procfs;
 pub mod vmm;
 
 #[cfg(test)]

@@ -10,12 +10,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::checks::{sh, wait_event, BOOT_TIMEOUT, STEP_TIMEOUT};
 use crate::env::LabEnv;
 use crate::guest::Guest;
 use crate::process::Running;
+use crate::procfs::{child_with, ns, status_field};
 use crate::vmm::Vmm;
 
 const MAC: &str = "52:54:00:12:34:56";
@@ -131,40 +132,6 @@ fn hostfwd_reaches_a_server_in_the_guest() -> Result<()> {
         vm.report()
     );
     vm.expect_success(STEP_TIMEOUT)
-}
-
-/// `/proc/<pid>/status` field `key`.
-fn status_field(pid: u32, key: &str) -> Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
-}
-
-fn ns(pid: u32, kind: &str) -> Result<String> {
-    Ok(std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))?
-        .to_string_lossy()
-        .into_owned())
-}
-
-/// The process under `parent` whose command line contains `role`.
-fn child_with(parent: u32, role: &str) -> Result<u32> {
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if status_field(pid, "PPid").ok().and_then(|p| p.parse().ok()) != Some(parent) {
-            continue;
-        }
-        if std::fs::read_to_string(format!("/proc/{pid}/cmdline"))?.contains(role) {
-            return Ok(pid);
-        }
-    }
-    bail!("no {role} process under {parent}")
 }
 
 #[test]

@@ -11,45 +11,12 @@ use crate::checks::{
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
+use crate::procfs::{children, task_names};
 use crate::vmm::Vmm;
 
 const TAP: &str = "tapv";
 const MAC: &str = "52:54:00:12:34:58";
 const NET_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The pids of the launcher's children (vCPU and device processes).
-fn children(parent: u32) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    Ok(out)
-}
-
-/// Names (`comm`) of every task in L1.
-fn task_names() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let path = entry?.path();
-        if let Ok(comm) = std::fs::read_to_string(path.join("comm")) {
-            names.push(comm.trim().to_string());
-        }
-    }
-    Ok(names)
-}
 
 /// With `vhost=on` the NIC process owns a vhost-net instance (a
 /// `vhost-<pid>` kernel worker exists while the guest runs), and the guest

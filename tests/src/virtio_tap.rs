@@ -14,6 +14,7 @@ use crate::checks::{
 use crate::env::LabEnv;
 use crate::guest::Guest;
 use crate::process::Running;
+use crate::procfs::{children, ns, status_field};
 use crate::vmm::Vmm;
 
 const TAP: &str = "tapm";
@@ -118,38 +119,6 @@ fn driver_reload_resets_the_device_and_traffic_resumes() -> Result<()> {
     );
     vm.expect_success(STEP_TIMEOUT)?;
     Ok(())
-}
-
-/// `/proc/<pid>/status` field `key`.
-fn status_field(pid: u32, key: &str) -> Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
-}
-
-fn ns(pid: u32, kind: &str) -> Result<String> {
-    Ok(std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))?
-        .to_string_lossy()
-        .into_owned())
-}
-
-/// The processes whose parent is `parent`.
-fn children(parent: u32) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if status_field(pid, "PPid").ok().and_then(|p| p.parse().ok()) == Some(parent) {
-            out.push(pid);
-        }
-    }
-    Ok(out)
 }
 
 #[test]
