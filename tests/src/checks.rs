@@ -111,6 +111,45 @@ pub fn bridge_with_iperf_server() -> Result<()> {
     Ok(())
 }
 
+/// Waits for the guest's `net` line and checks that `driver` bound with
+/// `mac`; returns the line.
+pub fn expect_nic(vm: &mut Running, driver: &str, mac: &str, timeout: Duration) -> Result<Event> {
+    let net = wait_event(vm, "net", timeout)?;
+    anyhow::ensure!(
+        net.get("driver") == Some(driver) && net.get("mac") == Some(mac),
+        "{driver} should bind with {mac}: {net:?}\n{}",
+        vm.report()
+    );
+    Ok(net)
+}
+
+/// Waits for the guest's `ping` line, which must show all `count` echoes
+/// answered, then for its iperf3 lines in the order of `dirs` (`tx`, `rx`),
+/// each with a positive rate; `via` names the path in the messages.
+pub fn expect_ping_and_iperf(
+    vm: &mut Running,
+    count: u32,
+    dirs: &[&str],
+    via: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let ping = wait_event(vm, "ping", timeout)?;
+    anyhow::ensure!(
+        ping.number("received")? == f64::from(count),
+        "ping lost packets{via}: {ping:?}\n{}",
+        vm.report()
+    );
+    for dir in dirs {
+        let iperf = wait_event(vm, "iperf", timeout)?;
+        anyhow::ensure!(
+            iperf.get("dir") == Some(*dir) && iperf.number("mbits")? > 0.0,
+            "iperf3 {dir}{via} failed: {iperf:?}\n{}",
+            vm.report()
+        );
+    }
+    Ok(())
+}
+
 /// The port of the iperf3 server on L1's loopback, which a guest on
 /// user-mode networking reaches as 10.0.2.2.
 pub const LOOPBACK_IPERF_PORT: u16 = 5202;

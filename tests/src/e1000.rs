@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, wait_event, BOOT_TIMEOUT, BRIDGE,
+    BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
@@ -41,12 +42,7 @@ fn e1000_binds_pings_and_runs_iperf_both_ways() -> Result<()> {
         &format!("ping:{HOST_IP}:5,iperf:{HOST_IP}:3:tx,iperf:{HOST_IP}:3:rx,reboot"),
     )?;
     wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some("e1000") && net.get("mac") == Some(MAC),
-        "e1000 should bind with {MAC}: {net:?}\n{}",
-        vm.report()
-    );
+    let net = expect_nic(&mut vm, "e1000", MAC, STEP_TIMEOUT)?;
     ensure!(
         net.get("carrier") == Some("1"),
         "the link should be up: {net:?}\n{}",
@@ -75,20 +71,7 @@ fn e1000_binds_pings_and_runs_iperf_both_ways() -> Result<()> {
     let root = std::fs::read_dir(format!("/proc/{nic}/root"))?.count();
     ensure!(root == 0, "the e1000 process's root has {root} entries");
 
-    let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        ping.number("received")? == 5.0,
-        "ping lost packets: {ping:?}\n{}",
-        vm.report()
-    );
-    for dir in ["tx", "rx"] {
-        let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
-        ensure!(
-            iperf.get("dir") == Some(dir) && iperf.number("mbits")? > 0.0,
-            "iperf3 {dir} failed: {iperf:?}\n{}",
-            vm.report()
-        );
-    }
+    expect_ping_and_iperf(&mut vm, 5, &["tx", "rx"], "", NET_TIMEOUT)?;
     vm.expect_success(STEP_TIMEOUT)?;
     Ok(())
 }

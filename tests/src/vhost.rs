@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, wait_event, BOOT_TIMEOUT, BRIDGE,
+    BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
@@ -36,12 +37,7 @@ fn vhost_net_carries_the_traffic() -> Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut vm = Vmm::Moatvm.boot_with(&env, &guest, "vhost-traffic", &args)?;
     wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
-        "virtio_net should bind with {MAC}: {net:?}\n{}",
-        vm.report()
-    );
+    expect_nic(&mut vm, "virtio_net", MAC, STEP_TIMEOUT)?;
     // The driver is up (DRIVER_OK came before the interface did): the
     // device process's vhost worker exists.
     let kids = children(vm.pid())?;
@@ -60,20 +56,8 @@ fn vhost_net_carries_the_traffic() -> Result<()> {
                 vm.report()
             )
         })?;
-    let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        ping.number("received")? == 5.0,
-        "ping lost packets through {worker}: {ping:?}\n{}",
-        vm.report()
-    );
-    for dir in ["tx", "rx"] {
-        let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
-        ensure!(
-            iperf.get("dir") == Some(dir) && iperf.number("mbits")? > 0.0,
-            "iperf3 {dir} through {worker} failed: {iperf:?}\n{}",
-            vm.report()
-        );
-    }
+    let via = format!(" through {worker}");
+    expect_ping_and_iperf(&mut vm, 5, &["tx", "rx"], &via, NET_TIMEOUT)?;
     vm.expect_success(STEP_TIMEOUT)?;
     Ok(())
 }

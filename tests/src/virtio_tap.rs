@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, sh, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP,
-    STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, sh, wait_event, BOOT_TIMEOUT,
+    BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
@@ -49,27 +49,9 @@ fn ping_and_iperf_both_ways() -> Result<()> {
         &[],
     )?;
     wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
-        "virtio_net should bind with {MAC}: {net:?}\n{}",
-        vm.report()
-    );
+    expect_nic(&mut vm, "virtio_net", MAC, STEP_TIMEOUT)?;
     ensure!(tap_exists(), "{TAP} should exist while the VM runs");
-    let ping = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        ping.number("received")? == 5.0,
-        "ping lost packets: {ping:?}\n{}",
-        vm.report()
-    );
-    for dir in ["tx", "rx"] {
-        let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
-        ensure!(
-            iperf.get("dir") == Some(dir) && iperf.number("mbits")? > 0.0,
-            "iperf3 {dir} failed: {iperf:?}\n{}",
-            vm.report()
-        );
-    }
+    expect_ping_and_iperf(&mut vm, 5, &["tx", "rx"], "", NET_TIMEOUT)?;
     vm.expect_success(STEP_TIMEOUT)?;
     ensure!(!tap_exists(), "{TAP} should be gone after moatvm exits");
     Ok(())

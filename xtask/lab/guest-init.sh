@@ -215,10 +215,22 @@ act_iperf() {
     fi
 }
 
+# iperf3 server for one client: says "ready" once the port listens (seen
+# in /proc/net/tcp{,6}, state 0A), not before.
 act_iperf_server() {
-    say "iperf-server port=${1:-5201} ready"
-    iperf3 -s -1 -p "${1:-5201}" > /tmp/iperf-server.log 2>&1
-    say "iperf-server port=${1:-5201} status=$?"
+    port=${1:-5201}
+    iperf3 -s -1 -p "$port" > /tmp/iperf-server.log 2>&1 &
+    pid=$!
+    hex=$(printf '%04X' "$port")
+    i=0
+    while ! grep -qE ":$hex [0-9A-F]+:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 200 ] && break
+        sleep 0.1
+    done
+    say "iperf-server port=$port ready"
+    wait $pid
+    say "iperf-server port=$port status=$?"
 }
 
 for step in $(echo "$actions" | tr ',' ' '); do

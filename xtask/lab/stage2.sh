@@ -34,6 +34,10 @@ status=$?
 echo "$status" > "$out/status"
 sync
 echo "LAB-L1 done status=$status uptime=$(cut -d' ' -f1 /proc/uptime)"
+# PID 1 must not exit (that panics L1, and the panic would read as L1
+# trouble); the power-off is asynchronous and may take the host's root
+# (9p) away before another program could be started, so the sleep is
+# started first and waited for with a builtin.
+sleep 60 &
 echo o > /proc/sysrq-trigger
-# PID 1 must not exit (that panics L1); the power-off above is asynchronous.
-sleep 60
+wait

@@ -81,7 +81,7 @@ pub fn run(opts: &Options) -> Result<()> {
             timeout: Duration::from_secs(opts.timeout_mins * 60),
             echo: Some("LAB-"),
         };
-        let outcome = lab::run_retrying(&image, &job)?;
+        let outcome = lab::run_retrying(&image, &job, false)?;
         if outcome.verdict != Verdict::Done(0) {
             println!(
                 "bench: the lab run failed: {}\n{}",

@@ -73,6 +73,8 @@ pub struct Outcome {
     /// From QEMU's start to stage 2 (L1 booted, host root mounted).
     pub l1_boot: Option<Duration>,
     pub elapsed: Duration,
+    /// How the earlier attempts of the job ended, if it was run again.
+    pub earlier: Vec<String>,
 }
 
 impl Outcome {
@@ -106,13 +108,19 @@ impl Outcome {
 const RERUNS: usize = 2;
 
 /// Runs the job; while the lab itself fails, runs it again in a fresh L1,
-/// at most [`RERUNS`] times.
-pub fn run_retrying(image: &LabImage, job: &Job) -> Result<Outcome> {
+/// at most [`RERUNS`] times. With `rerun_failed`, a job that failed on its
+/// own is also run once more; the outcome then lists the earlier attempts
+/// (a pass after a failure is flaky, and reported so).
+pub fn run_retrying(image: &LabImage, job: &Job, rerun_failed: bool) -> Result<Outcome> {
     let mut outcome = run(image, job, &job.name)?;
+    let mut earlier = Vec::new();
+    let mut failed_once = false;
     for attempt in 1..=RERUNS {
-        if !outcome.verdict.is_lab_failure() {
+        let Some(failed) = run_again(&outcome.verdict, rerun_failed, failed_once) else {
             break;
-        }
+        };
+        failed_once |= failed;
+        earlier.push(format!("{}: {}", job.name, outcome.describe()));
         let name = match attempt {
             1 => format!("{}-rerun", job.name),
             n => format!("{}-rerun{n}", job.name),
@@ -126,7 +134,19 @@ pub fn run_retrying(image: &LabImage, job: &Job) -> Result<Outcome> {
         );
         outcome = run(image, job, &name)?;
     }
+    outcome.earlier = earlier;
     Ok(outcome)
+}
+
+/// Whether a job that ended with `verdict` runs again, and if so whether
+/// this attempt was the job's own failure (`Some(true)`) rather than the
+/// lab's (`Some(false)`). The job's own failure is rerun only once.
+fn run_again(verdict: &Verdict, rerun_failed: bool, failed_once: bool) -> Option<bool> {
+    if verdict.is_lab_failure() {
+        return Some(false);
+    }
+    let failed = *verdict != Verdict::Done(0);
+    (rerun_failed && failed && !failed_once).then_some(true)
 }
 
 /// Boots L1 once for `job`, in `target/lab/runs/RUN/`.
@@ -253,6 +273,7 @@ pub fn run(image: &LabImage, job: &Job, run: &str) -> Result<Outcome> {
         console: watch.console,
         l1_boot: booted,
         elapsed: start.elapsed(),
+        earlier: Vec::new(),
     })
 }
 
@@ -272,6 +293,17 @@ fn classify(status: Option<i32>, trouble: Option<String>, hung: bool, timed_out:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reruns_lab_failures_and_at_most_one_own_failure() {
+        assert_eq!(run_again(&Verdict::L1Hung, false, false), Some(false));
+        assert_eq!(run_again(&Verdict::L1Hung, true, true), Some(false));
+        assert_eq!(run_again(&Verdict::Done(0), true, false), None);
+        assert_eq!(run_again(&Verdict::Done(101), false, false), None);
+        assert_eq!(run_again(&Verdict::Done(101), true, false), Some(true));
+        assert_eq!(run_again(&Verdict::Done(101), true, true), None);
+        assert_eq!(run_again(&Verdict::Timeout, true, false), Some(true));
+    }
 
     #[test]
     fn classifies_runs() {

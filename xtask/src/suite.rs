@@ -98,7 +98,7 @@ pub fn shell(command: &str, timeout: Duration) -> Result<()> {
         timeout,
         echo: Some(""),
     };
-    let outcome = lab::run_retrying(&image, &job)?;
+    let outcome = lab::run_retrying(&image, &job, false)?;
     println!(
         "l1: {} (files: {})",
         outcome.describe(),
@@ -182,7 +182,7 @@ fn run_scenario(
         timeout,
         echo: Some("LAB-"),
     };
-    let outcome = lab::run_retrying(image, &job)?;
+    let outcome = lab::run_retrying(image, &job, true)?;
     let log = std::fs::read_to_string(outcome.share.join("e2e.log")).unwrap_or_default();
     print!("{log}");
     let (passed, mut failed) = counts(&log);
@@ -200,9 +200,32 @@ fn run_scenario(
             println!("lab: FAILED {name}: {test}");
         }
     }
+    // Earlier attempts: a lab failure, or (once) the job's own failure. A
+    // pass after a failure is flaky: say so, with the tests that failed.
+    for attempt in &outcome.earlier {
+        println!("lab: earlier attempt of {attempt}");
+    }
+    let first_log = paths::lab()
+        .join("runs")
+        .join(name)
+        .join("share")
+        .join("e2e.log");
+    let first_log = if outcome.earlier.is_empty() {
+        String::new()
+    } else {
+        std::fs::read_to_string(first_log).unwrap_or_default()
+    };
+    let flaky: Vec<&str> = failing(&first_log);
+    for test in &flaky {
+        println!("lab: FLAKY {name}: {test} failed in the first attempt");
+    }
+    let status = match (ok, flaky.is_empty()) {
+        (false, _) => "FAILED",
+        (true, true) => "ok",
+        (true, false) => "FLAKY",
+    };
     let line = format!(
-        "lab: {name:<10} {:<7} {passed} passed, {failed} failed  [{}]  logs: {}",
-        if ok { "ok" } else { "FAILED" },
+        "lab: {name:<10} {status:<7} {passed} passed, {failed} failed  [{}]  logs: {}",
         outcome.describe(),
         outcome.share.parent().unwrap_or(&outcome.share).display()
     );
