@@ -97,13 +97,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Makes sure `buf` is exactly [`MAX_MESSAGE_SIZE`] bytes long (allocating
-/// only the first time).
-fn sized(buf: &mut Vec<u8>) -> &mut [u8] {
-    if buf.len() != MAX_MESSAGE_SIZE {
-        buf.resize(MAX_MESSAGE_SIZE, 0);
-    }
-    &mut buf[..]
+/// Empties `buf` and makes room for a whole message in it. The room is
+/// allocated once and never written here: pages nobody writes stay out of
+/// the process's memory, and messages are mostly a few dozen bytes.
+fn room(buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.reserve_exact(MAX_MESSAGE_SIZE);
 }
 
 impl Channel {
@@ -187,14 +186,17 @@ impl Channel {
             });
         }
         let mut tx = lock(&self.tx);
-        let buf = sized(&mut tx);
-        let len =
-            bincode::serde::encode_into_slice(msg, &mut *buf, config()).map_err(|e| match e {
-                EncodeError::UnexpectedEnd => Error::TooLarge {
-                    max: MAX_MESSAGE_SIZE,
-                },
-                e => Error::Encode(e),
-            })?;
+        // Encoded into the Vec as it grows (only as far as the message
+        // reaches), then checked against the limit.
+        tx.clear();
+        let len = bincode::serde::encode_into_std_write(msg, &mut *tx, config())
+            .map_err(Error::Encode)?;
+        if len > MAX_MESSAGE_SIZE {
+            return Err(Error::TooLarge {
+                max: MAX_MESSAGE_SIZE,
+            });
+        }
+        let buf = &tx[..];
         if len == 0 {
             // An empty datagram reads as a hang-up on the other side.
             return Err(Error::Encode(EncodeError::Other(
@@ -319,11 +321,11 @@ impl Channel {
 
     fn recv_inner<T: DeserializeOwned>(&self, dontwait: bool) -> Result<Option<(T, Vec<OwnedFd>)>> {
         let mut rx = lock(&self.rx);
-        let buf = sized(&mut rx);
-        let Some((len, fds)) = self.recv_raw(buf, dontwait)? else {
+        room(&mut rx);
+        let Some((len, fds)) = self.recv_raw(&mut rx, dontwait)? else {
             return Ok(None);
         };
-        let (msg, used) = bincode::serde::decode_from_slice::<T, _>(&buf[..len], config())
+        let (msg, used) = bincode::serde::decode_from_slice::<T, _>(&rx[..len], config())
             .map_err(Error::Decode)?;
         if used != len {
             return Err(Error::TrailingBytes {
@@ -334,13 +336,15 @@ impl Channel {
         Ok(Some((msg, fds)))
     }
 
-    /// One `recvmsg`: the datagram's length and its descriptors, or `None`
-    /// when `dontwait` and nothing is queued.
-    fn recv_raw(&self, buf: &mut [u8], dontwait: bool) -> Result<Option<(usize, Vec<OwnedFd>)>> {
+    /// One `recvmsg` into the spare capacity of the empty `buf`, which then
+    /// holds the datagram: its length and its descriptors, or `None` when
+    /// `dontwait` and nothing is queued.
+    fn recv_raw(&self, buf: &mut Vec<u8>, dontwait: bool) -> Result<Option<(usize, Vec<OwnedFd>)>> {
+        debug_assert!(buf.is_empty());
         let mut control = CmsgBuffer([0; CMSG_BUFFER_LEN]);
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_len: buf.capacity(),
         };
         // SAFETY: msghdr is a plain C struct for which all zeroes is a valid
         // value (no address, no buffers).
@@ -352,13 +356,20 @@ impl Channel {
         let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
 
         let len = loop {
-            // SAFETY: `hdr` points at `iov`, which describes `buf` (valid for
-            // `buf.len()` writable bytes), and at `control` (valid for
+            // SAFETY: `hdr` points at `iov`, which describes `buf`'s
+            // allocation (valid for `buf.capacity()` writable bytes), and at
+            // `control` (valid for
             // CMSG_BUFFER_LEN writable bytes); all three outlive the call and
             // nothing else uses them meanwhile.
             let r = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut hdr, flags) };
             if r >= 0 {
-                break r as usize;
+                let len = r as usize;
+                // SAFETY: the kernel wrote `len` bytes at the start of the
+                // allocation (`len <= capacity`: recvmsg without MSG_TRUNC
+                // in its flags returns at most the buffer's length), so they
+                // are initialised.
+                unsafe { buf.set_len(len) };
+                break len;
             }
             let err = io::Error::last_os_error();
             match err.raw_os_error() {

@@ -96,6 +96,7 @@ fn run(arg: &str) -> Result<()> {
     if role.violate_seccomp {
         violate_seccomp();
     }
+    crate::footprint::setup_done();
     info!("{}: jailed and serving", name());
     let served = slirp.run();
     info!("{}: {:?}", name(), slirp.stats());

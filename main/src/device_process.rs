@@ -305,6 +305,7 @@ impl Start<'_> {
         if self.role.violate_seccomp {
             violate_seccomp();
         }
+        crate::footprint::setup_done();
         info!("{}: jailed and serving", name());
         server.serve()
     }

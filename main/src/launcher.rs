@@ -103,7 +103,10 @@ pub fn run(cfg: &VmConfig, opts: &Options) -> i32 {
     }
     let mut created = Created::default();
     let code = match start(cfg, opts, &mut created) {
-        Ok(mut children) => supervise(&mut children, &signals),
+        Ok(mut children) => {
+            crate::footprint::setup_done();
+            supervise(&mut children, &signals)
+        }
         Err(e) => {
             eprintln!("moatvm: {e:#}");
             1

@@ -9,6 +9,7 @@ mod backend_process;
 mod cli;
 mod config;
 mod device_process;
+mod footprint;
 mod launcher;
 mod netspec;
 mod platform;
@@ -24,6 +25,7 @@ use nix::sys::signal::Signal;
 const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 fn main() {
+    footprint::one_arena();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();

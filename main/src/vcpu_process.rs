@@ -170,5 +170,6 @@ fn run(arg: &str) -> Result<VmEnd> {
     let mode: seccomp::Mode = role.seccomp.parse()?;
     seccomp::install(seccomp::ProcessKind::Vcpu, mode)
         .context("cannot install the seccomp filter")?;
+    crate::footprint::setup_done();
     vm.run(end_rx, end_tx)
 }

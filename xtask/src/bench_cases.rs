@@ -384,6 +384,13 @@ fn mem(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> {
             pss.ram_mappings,
             pss.total_kib - pss.ram_kib
         ));
+        let top: Vec<String> = pss
+            .by_name
+            .iter()
+            .take(8)
+            .map(|(n, k)| format!("{k}:{n}"))
+            .collect();
+        breakdown.push(format!("LAB-BENCH-MEM-TOP pid={pid} {}", top.join(" ")));
     }
     if run == 0 {
         for line in &breakdown {
@@ -440,6 +447,8 @@ struct Pss {
     total_kib: u64,
     ram_kib: u64,
     ram_mappings: usize,
+    /// PSS by mapping name (`[anon]` for unnamed ones), largest first.
+    by_name: Vec<(String, u64)>,
 }
 
 /// Sums `Pss:` over the mappings of a `/proc/PID/smaps`, and separately
@@ -479,10 +488,20 @@ fn pss_split(smaps: &str, is_ram: impl Fn(&str, u64) -> bool) -> Pss {
                 if ram {
                     pss.ram_kib += kib();
                 }
+                let key = if name.is_empty() {
+                    "[anon]"
+                } else {
+                    name.as_str()
+                };
+                match pss.by_name.iter_mut().find(|(n, _)| n == key) {
+                    Some((_, sum)) => *sum += kib(),
+                    None => pss.by_name.push((key.to_string(), kib())),
+                }
             }
             _ => {}
         }
     }
+    pss.by_name.sort_by_key(|e| std::cmp::Reverse(e.1));
     pss
 }
 
@@ -608,12 +627,16 @@ Pss:                  20 kB
 ";
         let pss = pss_split(smaps, |name, _| name.contains("memfd:moatvm-guest-ram"));
         assert_eq!(
-            pss,
-            Pss {
-                total_kib: 90023,
-                ram_kib: 90000,
-                ram_mappings: 1
-            }
+            (pss.total_kib, pss.ram_kib, pss.ram_mappings),
+            (90023, 90000, 1)
+        );
+        assert_eq!(
+            pss.by_name,
+            [
+                ("/memfd:moatvm-guest-ram (deleted)".to_string(), 90000),
+                ("[anon]".to_string(), 20),
+                ("/usr/bin/moatvm".to_string(), 3)
+            ]
         );
         let by_size = pss_split(smaps, |_, size| size >= 512 * 1024);
         assert_eq!(by_size.ram_kib, 90000);
