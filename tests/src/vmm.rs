@@ -87,19 +87,33 @@ impl Vmm {
         mac: &str,
         vhost: bool,
     ) -> Vec<String> {
+        self.tap_args_for("n0", model, tap, bridge, mac, vhost)
+    }
+
+    /// [`Vmm::tap_args`] with the netdev named `id`, for a VM with more
+    /// than one NIC.
+    pub fn tap_args_for(
+        self,
+        id: &str,
+        model: &str,
+        tap: &str,
+        bridge: &str,
+        mac: &str,
+        vhost: bool,
+    ) -> Vec<String> {
         let vhost = if vhost { "on" } else { "off" };
         match self {
             Vmm::Moatvm => vec![
                 "--netdev".into(),
-                format!("tap,id=n0,ifname={tap},br={bridge},vhost={vhost}"),
+                format!("tap,id={id},ifname={tap},br={bridge},vhost={vhost}"),
                 "--device".into(),
-                format!("{model},netdev=n0,mac={mac}"),
+                format!("{model},netdev={id},mac={mac}"),
             ],
             Vmm::Qemu => vec![
                 "-netdev".into(),
-                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost={vhost}"),
+                format!("tap,id={id},ifname={tap},script=no,downscript=no,vhost={vhost}"),
                 "-device".into(),
-                format!("{model},netdev=n0,mac={mac}"),
+                format!("{model},netdev={id},mac={mac}"),
             ],
         }
     }

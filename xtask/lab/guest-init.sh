@@ -15,10 +15,11 @@
 #   moat.action=STEP[,STEP...]   steps run in order; STEP is NAME[:ARG...]
 #                                (default: reboot)
 # Steps: reboot | poweroff | shell | sleep:SECS | panic
-#        | ping:HOST[:COUNT] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
+#        | ping:HOST[:COUNT[:INTERVAL]] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
 #        | iperf-server[:PORT]   (serves one client, then goes on)
 #        | reload:NIC            (rmmod the driver, insmod it, configure again)
 #        | fetch:HOST:PORT       (HTTP GET of /moat.txt)
+#        | net:DEV:ADDR/PREFIX   (configure one more interface; `MOAT net`)
 # A step that does not end the VM falls through to the next; after the last
 # one the guest reboots (`reboot -f`; with `reboot=k` that is an i8042 reset).
 #
@@ -156,6 +157,16 @@ config_net() {
 ip link set lo up
 config_net
 
+# One more interface, configured and reported as moat.dev/moat.ip do the
+# first (on another subnet). Every interface then answers ARP only for its
+# own addresses, so that the host reaches each address through its NIC.
+act_net() {
+    echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore
+    echo 2 > /proc/sys/net/ipv4/conf/all/arp_announce
+    dev=$1 ip=$2 gw=
+    config_net
+}
+
 act_reboot() { sync; reboot -f; sleep 30; }
 act_poweroff() { sync; poweroff -f; sleep 30; }
 act_shell() { setsid cttyhack sh -l; }
@@ -194,7 +205,7 @@ act_fetch() {
 }
 
 act_ping() {
-    res=$(ping -c "${2:-3}" -W 5 "$1" 2>&1)
+    res=$(ping -c "${2:-3}" -i "${3:-1}" -W 5 "$1" 2>&1)
     rx=$(echo "$res" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
     avg=$(echo "$res" | sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
     say "ping host=$1 sent=${2:-3} received=${rx:-0} avg_ms=${avg:-none}"

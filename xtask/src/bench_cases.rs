@@ -15,6 +15,7 @@ use e2e::vmm::Vmm;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The unit of a case's figure, and which way is better.
@@ -74,23 +75,17 @@ const BOOT: Probe = Probe {
 };
 const VIRTIO_TAP: Probe = Probe {
     name: "virtio-tap",
-    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VIRTIO_NIC),
+    measure: |env, vmm, run, cases| nics_on_bridge(env, vmm, run, cases, &[&VIRTIO_NIC]),
 };
-const E1000: Probe = Probe {
-    name: "e1000",
-    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &E1000_NIC),
+/// vhost-net and e1000 share a guest (two NICs, two subnets): one boot
+/// fewer per run.
+const VHOST_E1000: Probe = Probe {
+    name: "vhost+e1000",
+    measure: |env, vmm, run, cases| nics_on_bridge(env, vmm, run, cases, &[&VHOST_NIC, &E1000_NIC]),
 };
 const USER: Probe = Probe {
     name: "user",
     measure: user,
-};
-const VHOST: Probe = Probe {
-    name: "vhost",
-    measure: |env, vmm, run, cases| nic_on_bridge(env, vmm, run, cases, &VHOST_NIC),
-};
-const MEM: Probe = Probe {
-    name: "mem",
-    measure: mem,
 };
 
 /// Every case, in report order.
@@ -98,15 +93,15 @@ pub const CASES: &[Case] = &[
     case("boot", Unit::Seconds, Some(&BOOT)),
     case("virtio-tap-tx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
-    case("vhost-tx", Unit::Mbits, Some(&VHOST)),
-    case("vhost-rx", Unit::Mbits, Some(&VHOST)),
-    case("e1000-tx", Unit::Mbits, Some(&E1000)),
-    case("e1000-rx", Unit::Mbits, Some(&E1000)),
+    case("vhost-tx", Unit::Mbits, Some(&VHOST_E1000)),
+    case("vhost-rx", Unit::Mbits, Some(&VHOST_E1000)),
+    case("e1000-tx", Unit::Mbits, Some(&VHOST_E1000)),
+    case("e1000-rx", Unit::Mbits, Some(&VHOST_E1000)),
     case("user-tx", Unit::Mbits, Some(&USER)),
     case("user-rx", Unit::Mbits, Some(&USER)),
     case("ping-virtio", Unit::Millis, Some(&VIRTIO_TAP)),
-    case("ping-e1000", Unit::Millis, Some(&E1000)),
-    case("mem", Unit::Mib, Some(&MEM)),
+    case("ping-e1000", Unit::Millis, Some(&VHOST_E1000)),
+    case("mem", Unit::Mib, Some(&VIRTIO_TAP)),
 ];
 
 /// `boot`: wall seconds from the VMM's start to its exit, for a guest whose
@@ -137,19 +132,68 @@ fn boot(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> 
 
 /// The guest's address on [`BRIDGE`].
 const GUEST_IP: &str = "10.0.0.2/24";
-/// iperf3 seconds per direction, and pings per run.
+/// iperf3 seconds per direction, and pings per run and their interval.
 const IPERF_SECS: u32 = 5;
 const PINGS: u32 = 10;
+const PING_INTERVAL: &str = "0.2";
 /// For one iperf3 or ping step (slow under nested TCG).
 const NET_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The tap (moatvm makes its own; QEMU's is made by [`BridgedTap`]) and MAC
-/// of each VMM's NIC.
+/// of each VMM's NIC (the first NIC of a guest with several).
 fn tap_and_mac(vmm: Vmm) -> (&'static str, &'static str) {
     match vmm {
         Vmm::Moatvm => ("tapb", "52:54:00:12:34:56"),
         Vmm::Qemu => ("tapq", "52:54:00:12:34:57"),
     }
+}
+
+/// Where NIC `i` of a guest lives: its tap, MAC, the guest's interface and
+/// address, and L1's address on the same subnet (NIC `i` has 10.0.`i`.0/24,
+/// all on [`BRIDGE`]).
+struct NicPlace {
+    tap: String,
+    mac: String,
+    dev: String,
+    guest_ip: String,
+    host_ip: String,
+}
+
+fn nic_place(vmm: Vmm, i: usize) -> NicPlace {
+    let (tap, mac) = tap_and_mac(vmm);
+    if i == 0 {
+        return NicPlace {
+            tap: tap.into(),
+            mac: mac.into(),
+            dev: "eth0".into(),
+            guest_ip: GUEST_IP.into(),
+            host_ip: BRIDGE_IP.into(),
+        };
+    }
+    NicPlace {
+        tap: format!("{tap}{i}"),
+        // 52:54:00:12:34:56 -> 52:54:00:12:35:56 for the second NIC.
+        mac: format!("{}{:02x}{}", &mac[..12], 0x34 + i, &mac[14..]),
+        dev: format!("eth{i}"),
+        guest_ip: format!("10.0.{i}.2/24"),
+        host_ip: format!("10.0.{i}.1"),
+    }
+}
+
+/// Gives [`BRIDGE`] L1's address on subnet `i` (> 0) and an iperf3 server
+/// bound to it, once.
+fn host_on_subnet(place: &NicPlace) -> Result<()> {
+    let has = Command::new("ip")
+        .args(["-4", "addr", "show", "dev", BRIDGE])
+        .output()
+        .context("running ip")?;
+    if !String::from_utf8_lossy(&has.stdout).contains(&format!("inet {}/", place.host_ip)) {
+        e2e::checks::sh(&format!(
+            "ip addr add {}/24 dev {BRIDGE} && iperf3 -s -D -B {} >/dev/null 2>&1",
+            place.host_ip, place.host_ip
+        ))?;
+    }
+    Ok(())
 }
 
 /// A NIC configuration the throughput cases measure, named as the cases
@@ -194,97 +238,132 @@ const VHOST_NIC: NicBench = NicBench {
     vhost: true,
 };
 
-/// Boots a 512 MiB, one-vCPU guest with one virtio-net-pci NIC over a tap
-/// in [`BRIDGE`], running `steps`; waits for its network to be up. The tap
-/// QEMU needs lives as long as the returned guard.
-fn boot_on_bridge(
+/// Boots a 512 MiB, one-vCPU guest with one NIC per entry of `nics`, each
+/// over a tap in [`BRIDGE`] on a subnet of its own ([`nic_place`]), running
+/// `steps` once all are up. The guest loads the drivers in the order of
+/// `nics`, so NIC `i` is `eth<i>`. The taps QEMU needs live as long as the
+/// returned guards.
+fn boot_nics_on_bridge(
     env: &LabEnv,
     vmm: Vmm,
     log: &str,
     steps: &str,
-) -> Result<(Running, Option<BridgedTap>)> {
-    boot_nic_on_bridge(env, vmm, log, steps, &VIRTIO_NIC)
-}
-
-/// Like [`boot_on_bridge`] with the NIC `nic` describes.
-fn boot_nic_on_bridge(
-    env: &LabEnv,
-    vmm: Vmm,
-    log: &str,
-    steps: &str,
-    nic: &NicBench,
-) -> Result<(Running, Option<BridgedTap>)> {
+    nics: &[&NicBench],
+) -> Result<(Running, Vec<BridgedTap>)> {
     bridge_with_iperf_server()?;
-    let (tap, mac) = tap_and_mac(vmm);
-    let made = match vmm {
-        Vmm::Moatvm => None,
-        Vmm::Qemu => Some(BridgedTap::create(tap)?),
-    };
+    let mut taps = Vec::new();
+    let mut args = Vec::new();
+    let mut drivers: Vec<&str> = Vec::new();
+    let mut first_steps = Vec::new();
+    for (i, nic) in nics.iter().enumerate() {
+        let place = nic_place(vmm, i);
+        if i > 0 {
+            host_on_subnet(&place)?;
+            first_steps.push(format!("net:{}:{}", place.dev, place.guest_ip));
+        }
+        if vmm == Vmm::Qemu {
+            taps.push(BridgedTap::create(&place.tap)?);
+        }
+        let id = format!("n{i}");
+        args.extend(vmm.tap_args_for(&id, nic.model, &place.tap, BRIDGE, &place.mac, nic.vhost));
+        if !drivers.contains(&nic.driver) {
+            drivers.push(nic.driver);
+        }
+    }
+    first_steps.push(steps.to_string());
     let guest = Guest::new()
         .word("quiet")
-        .moat("nic", nic.driver)
+        .moat("nic", &drivers.join(","))
         .moat("ip", GUEST_IP)
-        .action(steps);
-    let args = vmm.tap_args(nic.model, tap, BRIDGE, mac, nic.vhost);
+        .action(&first_steps.join(","));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut vm = vmm.boot_with(env, &guest, log, &args)?;
     wait_event(&mut vm, "start", BOOT_TIMEOUT)?;
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some(nic.driver) && net.get("mac") == Some(mac),
-        "the guest's NIC should be {} with {mac}: {net:?}\n{}",
-        nic.driver,
-        vm.report()
-    );
-    Ok((vm, made))
+    for (i, nic) in nics.iter().enumerate() {
+        let place = nic_place(vmm, i);
+        let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
+        ensure!(
+            net.get("dev") == Some(place.dev.as_str())
+                && net.get("driver") == Some(nic.driver)
+                && net.get("mac") == Some(place.mac.as_str()),
+            "the guest's {} should be {} with {}: {net:?}\n{}",
+            place.dev,
+            nic.driver,
+            place.mac,
+            vm.report()
+        );
+    }
+    Ok((vm, taps))
 }
 
 /// `ping-virtio`, `virtio-tap-tx`, `virtio-tap-rx` (and likewise for the
-/// other NICs): in one guest on the bridge, the average of [`PINGS`]
+/// other NICs): in one guest with the NICs `nics` on the bridge, for each
+/// NIC whose cases are asked for, in turn: the average of [`PINGS`]
 /// guest→L1 pings (ms), then iperf3 guest→L1 and L1→guest (`-R`) for
-/// [`IPERF_SECS`] s each (receiver's Mbit/s). moatvm: its device process
-/// (or vhost-net); QEMU: the same device model and vhost setting on a tap
-/// of its own in the same bridge.
-fn nic_on_bridge(
+/// [`IPERF_SECS`] s each (receiver's Mbit/s), over that NIC's subnet.
+/// moatvm: its device process (or vhost-net); QEMU: the same device model
+/// and vhost setting on a tap of its own in the same bridge.
+fn nics_on_bridge(
     env: &LabEnv,
     vmm: Vmm,
     run: usize,
     cases: &[&str],
-    nic: &NicBench,
+    all: &[&NicBench],
 ) -> Result<Figures> {
-    let ping = nic.ping.filter(|p| cases.contains(p));
-    let dirs: Vec<(&'static str, &str)> = [(nic.tx, "tx"), (nic.rx, "rx")]
-        .into_iter()
-        .filter(|(case, _)| cases.contains(case))
-        .collect();
+    let asked = |nic: &&NicBench| {
+        [Some(nic.tx), Some(nic.rx), nic.ping]
+            .iter()
+            .flatten()
+            .any(|c| cases.contains(c))
+            || (nic.prefix == VIRTIO_NIC.prefix && cases.contains(&"mem"))
+    };
+    let nics: Vec<&NicBench> = all.iter().copied().filter(asked).collect();
+    // `mem` is measured in the virtio-net guest (its definition: one
+    // virtio-net NIC), while it idles after booting.
+    let mem = nics.len() == 1 && nics[0].prefix == VIRTIO_NIC.prefix && cases.contains(&"mem");
     let mut steps = Vec::new();
-    if ping.is_some() {
-        steps.push(format!("ping:{BRIDGE_IP}:{PINGS}"));
+    if mem {
+        steps.push(format!("sleep:{}", IDLE.as_secs()));
     }
-    for (_, dir) in &dirs {
-        steps.push(format!("iperf:{BRIDGE_IP}:{IPERF_SECS}:{dir}"));
+    // What each step gives: (case, what the guest says, iperf direction).
+    let mut expect: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
+    for (i, nic) in nics.iter().enumerate() {
+        let host = nic_place(vmm, i).host_ip;
+        if let Some(ping) = nic.ping.filter(|p| cases.contains(p)) {
+            steps.push(format!("ping:{host}:{PINGS}:{PING_INTERVAL}"));
+            expect.push((ping, "ping", ""));
+        }
+        for (case, dir) in [(nic.tx, "tx"), (nic.rx, "rx")] {
+            if cases.contains(&case) {
+                steps.push(format!("iperf:{host}:{IPERF_SECS}:{dir}"));
+                expect.push((case, "iperf", dir));
+            }
+        }
     }
     steps.push("reboot".into());
-    let log = format!("bench-{}-{}-{run}", nic.prefix, vmm.name());
-    let (mut vm, _tap) = boot_nic_on_bridge(env, vmm, &log, &steps.join(","), nic)?;
+    let prefixes: Vec<&str> = nics.iter().map(|n| n.prefix).collect();
+    let log = format!("bench-{}-{}-{run}", prefixes.join("+"), vmm.name());
+    let (mut vm, _taps) = boot_nics_on_bridge(env, vmm, &log, &steps.join(","), &nics)?;
     let mut figures: Figures = Vec::new();
-    if let Some(ping) = ping {
-        let event = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-        let figure = (|| {
-            ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
-            event.number("avg_ms")
-        })();
-        figures.push((ping, figure));
+    if mem {
+        figures.push(("mem", measure_mem(&mut vm, vmm, run)));
     }
-    for (case, dir) in dirs {
-        let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
-        ensure!(
-            event.get("dir") == Some(dir),
-            "expected the iperf3 {dir} result, got {event:?}"
-        );
-        let figure = match event.get("error") {
-            Some(error) => Err(anyhow::anyhow!("iperf3 {dir} failed: {error}")),
-            None => event.number("mbits"),
+    for (case, what, dir) in expect {
+        let event = wait_event(&mut vm, what, NET_TIMEOUT)?;
+        let figure = if what == "ping" {
+            (|| {
+                ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
+                event.number("avg_ms")
+            })()
+        } else {
+            ensure!(
+                event.get("dir") == Some(dir),
+                "expected the iperf3 {dir} result, got {event:?}"
+            );
+            match event.get("error") {
+                Some(error) => Err(anyhow::anyhow!("iperf3 {dir} failed: {error}")),
+                None => event.number("mbits"),
+            }
         };
         figures.push((case, figure));
     }
@@ -341,18 +420,18 @@ fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
     Ok(figures)
 }
 
-/// How long the idle guest settles before the measurement.
+/// How long the guest idles (a `sleep` step) before its first step when
+/// `mem` is measured, and how long into that the measurement starts.
+const IDLE: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// `mem`: the VMM's own memory, MiB: the PSS of every process of the VMM
-/// (the launcher and its descendants) once the guest (512 MiB, one
+/// (the launcher and its descendants) once the guest `vm` (512 MiB, one
 /// virtio-net NIC on the bridge) has booted and idles, minus the guest RAM
 /// mappings' share (moatvm: the `moatvm-guest-ram` memfd; QEMU: the mapping
 /// at least as large as the guest's memory). The per-process breakdown is
 /// printed on the first run (`LAB-BENCH-MEM` lines).
-fn mem(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> {
-    let log = format!("bench-mem-{}-{run}", vmm.name());
-    let (mut vm, _tap) = boot_on_bridge(env, vmm, &log, "sleep:30")?;
+fn measure_mem(vm: &mut Running, vmm: Vmm, run: usize) -> Result<f64> {
     vm.wait_for("`MOAT action name=sleep` line", STEP_TIMEOUT, |l| {
         e2e::guest::Event::parse(l)
             .is_some_and(|e| e.name == "action" && e.get("name") == Some("sleep"))
@@ -397,17 +476,13 @@ fn mem(env: &LabEnv, vmm: Vmm, run: usize, _cases: &[&str]) -> Result<Figures> {
             println!("{line}");
         }
     }
-    // SIGTERM ends either VMM cleanly (moatvm then removes its tap).
-    // SAFETY: kill(2) on the VMM's own pid, a child we have not reaped.
-    unsafe { libc::kill(vm.pid() as libc::pid_t, libc::SIGTERM) };
-    vm.wait_exit(STEP_TIMEOUT)?;
     if !ram_seen {
         bail!(
             "no guest RAM mapping found in {} processes {pids:?}",
             vmm.name()
         );
     }
-    Ok(vec![("mem", Ok(rest_kib as f64 / 1024.0))])
+    Ok(rest_kib as f64 / 1024.0)
 }
 
 /// Every process below `root` (children by `PPid`, recursively).
@@ -609,6 +684,28 @@ fn error_field(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_nic_has_its_own_tap_mac_and_subnet() {
+        let first = nic_place(Vmm::Moatvm, 0);
+        assert_eq!(
+            (first.tap.as_str(), first.mac.as_str(), first.dev.as_str()),
+            ("tapb", "52:54:00:12:34:56", "eth0")
+        );
+        let second = nic_place(Vmm::Qemu, 1);
+        assert_eq!(
+            (
+                second.tap.as_str(),
+                second.mac.as_str(),
+                second.dev.as_str()
+            ),
+            ("tapq1", "52:54:00:12:35:57", "eth1")
+        );
+        assert_eq!(
+            (second.guest_ip.as_str(), second.host_ip.as_str()),
+            ("10.0.1.2/24", "10.0.1.1")
+        );
+    }
 
     #[test]
     fn pss_split_separates_the_guest_ram() {
