@@ -27,9 +27,9 @@
 //! crate's context is not `Send`); [`Slirp::run`] is its whole event loop:
 //! poll(2) over the frame channel and libslirp's sockets, libslirp's
 //! timers, nothing allocated per frame. Frames for the guest that do not
-//! fit in the channel are dropped (as a full NIC queue would drop them; TCP
-//! retransmits).
+//! fit in the channel wait in a bounded [`backlog`] until it has room.
 
+pub mod backlog;
 pub mod dns;
 
 use std::cell::RefCell;
@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frames::FrameChannel;
 use super::{Error, Result};
+use backlog::{Backlog, Sent};
 use dns::{DnsRedirect, Verdict};
 
 /// Ethernet header.
@@ -206,7 +207,10 @@ pub struct SlirpStats {
     pub dns_redirected: u64,
     /// Frames to the guest sent.
     pub to_guest: u64,
-    /// Frames to the guest dropped (channel full or closed).
+    /// Frames to the guest that waited for room in the channel.
+    pub to_guest_queued: u64,
+    /// Frames to the guest dropped (the backlog full, or the channel
+    /// closed).
     pub to_guest_dropped: u64,
 }
 
@@ -221,6 +225,8 @@ struct TimerSlot {
 /// wants): never borrowed while libslirp runs, only inside its callbacks.
 struct Shared {
     channel: FrameChannel,
+    /// Frames for the guest waiting for room in the channel.
+    backlog: Backlog,
     dns: DnsRedirect,
     timers: Vec<Option<TimerSlot>>,
     /// A frame for the guest being rewritten (DNS answers only).
@@ -248,20 +254,21 @@ impl Handler for Shared {
     }
 
     fn send_packet(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let sent = if self.dns.may_answer(buf) {
+        let frame = if self.dns.may_answer(buf) {
             self.scratch.clear();
             self.scratch.extend_from_slice(buf);
             self.dns.to_guest(&mut self.scratch);
-            self.channel.send(&self.scratch)
+            &self.scratch[..]
         } else {
-            self.channel.send(buf)
+            buf
         };
-        match sent {
-            Ok(_) => self.stats.to_guest += 1,
-            // Full (the NIC is not taking frames) or gone: dropped, as on a
-            // wire. libslirp is told it went, or it would complain on
-            // stderr for each one.
-            Err(_) => self.stats.to_guest_dropped += 1,
+        match self.backlog.send(&mut self.channel, frame) {
+            Sent::Now => self.stats.to_guest += 1,
+            Sent::Later => self.stats.to_guest_queued += 1,
+            // The backlog full or the NIC gone: dropped, as on a wire.
+            // libslirp is told it went, or it would complain on stderr for
+            // each one.
+            Sent::Dropped => self.stats.to_guest_dropped += 1,
         }
         Ok(buf.len())
     }
@@ -393,6 +400,7 @@ impl Slirp {
         let channel_fd = channel.as_raw_fd();
         let shared = Rc::new(RefCell::new(Shared {
             channel,
+            backlog: Backlog::default(),
             dns: DnsRedirect::new(cfg.dns, cfg.ipv6.then_some(cfg.ipv6_dns), cfg.dns_upstream),
             timers: Vec::new(),
             scratch: Vec::with_capacity(MAX_FRAME),
@@ -453,6 +461,8 @@ impl Slirp {
     /// One turn of the event loop, waiting at most `max_wait`: frames from
     /// the guest, libslirp's sockets, its timers.
     pub fn run_once(&mut self, max_wait: Duration) -> io::Result<Flow> {
+        // Writable matters only while frames wait for room.
+        let waiting = !self.shared.borrow().backlog.is_empty();
         let Slirp {
             ctx,
             pollfds,
@@ -462,7 +472,7 @@ impl Slirp {
         pollfds.clear();
         pollfds.push(libc::pollfd {
             fd: *channel_fd,
-            events: libc::POLLIN,
+            events: libc::POLLIN | if waiting { libc::POLLOUT } else { 0 },
             revents: 0,
         });
         let mut timeout = u32::MAX;
@@ -503,7 +513,10 @@ impl Slirp {
                 .map_or(PollEvents::empty(), |p| from_poll(p.revents))
         });
         let channel = if failed { 0 } else { self.pollfds[0].revents };
-        if channel != 0 {
+        if channel & libc::POLLOUT != 0 {
+            self.shared.borrow_mut().flush_backlog();
+        }
+        if channel & !libc::POLLOUT != 0 {
             self.guest_frames();
         }
         self.run_timers();
@@ -572,6 +585,13 @@ impl Slirp {
 }
 
 impl Shared {
+    /// Sends the frames that waited, as far as the channel takes them.
+    fn flush_backlog(&mut self) {
+        let (sent, dropped) = self.backlog.flush(&mut self.channel);
+        self.stats.to_guest += sent;
+        self.stats.to_guest_dropped += dropped;
+    }
+
     /// Checks a frame from the guest before libslirp sees it.
     fn check_guest_frame(&mut self, frame: &mut [u8]) -> Verdict {
         let stats = &mut self.stats;
