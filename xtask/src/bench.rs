@@ -22,7 +22,8 @@ pub struct Options {
     /// 3 runs per VMM and case instead of 5.
     #[arg(long)]
     quick: bool,
-    /// Only the cases whose name contains this.
+    /// Only the cases whose name contains this (or, comma-separated, any
+    /// of these).
     #[arg(long)]
     filter: Option<String>,
     /// Kill L1 after this many minutes.
@@ -50,7 +51,7 @@ pub fn run(opts: &Options) -> Result<()> {
         .filter(|c| {
             opts.filter
                 .as_ref()
-                .is_none_or(|f| c.name.contains(f.as_str()))
+                .is_none_or(|f| f.split(',').any(|part| c.name.contains(part)))
         })
         .collect();
     if cases.is_empty() {
