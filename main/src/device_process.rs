@@ -74,7 +74,7 @@ use crate::vcpu::memory::map_guest_ram;
 mod vhost;
 mod workers;
 use vhost::{VhostOffload, VhostShared};
-use workers::PairRunner;
+use workers::{Forward, PairRunner};
 
 /// Exit status after a panic (the panic hook exits with it at once, so a
 /// panic is never mistaken for a seccomp kill or an orderly exit).
@@ -95,6 +95,8 @@ const TOKEN_DOORBELL: u64 = 4;
 const TOKEN_TIMER: u64 = 3;
 /// vhost-net's proxy call eventfd of ring `r` as `PROXY + r`.
 const TOKEN_PROXY: u64 = 1 << 32;
+/// Doorbells the pairs' threads hand back (see `workers::Forward`).
+const TOKEN_FORWARD: u64 = 1 << 33;
 
 /// The process's name for messages (`net0 (virtio-net-pci)`), once known.
 static NAME: OnceLock<String> = OnceLock::new();
@@ -700,6 +702,8 @@ struct Server<D> {
     /// The backend the main thread serves (e1000), if any.
     tap_fd: Option<RawFd>,
     tap_attached: bool,
+    /// Doorbells the pairs' threads hand back.
+    forward: Option<Arc<Forward>>,
     bad_requests: Limiter,
 }
 
@@ -805,6 +809,7 @@ impl<D: NicModel> Server<D> {
         let timer = Timer::new().context("timerfd_create")?;
         add(timer.0.as_raw_fd(), EventSet::IN, TOKEN_TIMER)?;
         let mut tap_fd = None;
+        let mut forward = None;
         match &vhost {
             None if !runners.is_empty() => {
                 // Each pair's thread takes its tap queue and doorbells.
@@ -817,10 +822,13 @@ impl<D: NicModel> Server<D> {
                 for (fd, q) in theirs {
                     per_pair[usize::from(q / 2)].push((fd, q));
                 }
+                let fwd = Forward::new().context("eventfd")?;
+                add(fwd.fd.0.as_raw_fd(), EventSet::IN, TOKEN_FORWARD)?;
                 for (p, (runner, bells)) in runners.into_iter().zip(per_pair).enumerate() {
                     let tap = *tap_fds.get(p).context("a queue pair without a backend")?;
-                    workers::spawn(p as u16, runner, tap, bells)?;
+                    workers::spawn(p as u16, runner, tap, bells, fwd.clone())?;
                 }
+                forward = Some(fwd);
             }
             None => {
                 let fd = *tap_fds.first().context("no backend")?;
@@ -861,6 +869,7 @@ impl<D: NicModel> Server<D> {
             epoll,
             tap_fd,
             tap_attached: true,
+            forward,
             bad_requests: Limiter::default(),
         })
     }
@@ -892,6 +901,12 @@ impl<D: NicModel> Server<D> {
                         if let Some(fd) = &self.resample {
                             fd.drain();
                             self.model.intx_resample();
+                        }
+                    }
+                    TOKEN_FORWARD => {
+                        let queues = self.forward.as_ref().map_or(0, |f| f.take());
+                        for q in (0..64).filter(|q| queues & (1 << q) != 0) {
+                            self.model.queue_notify(q);
                         }
                     }
                     token if token >= TOKEN_PROXY => {

@@ -14,6 +14,7 @@
 //! TSYNC and allows no clone), and never end: the process exits whole.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -27,7 +28,8 @@ use super::{name, EventFd};
 
 /// What a worker needs of its pair, without the model's type parameters.
 pub trait PairRunner: Send + Sync {
-    fn notify(&self, queue: u16);
+    /// False if the queue is not the pair's now (see [`PairWorker::notify`]).
+    fn notify(&self, queue: u16) -> bool;
     fn backend_readable(&self);
     fn backend_writable(&self);
 }
@@ -38,14 +40,45 @@ where
     M: GuestMemory + Send + Sync,
     I: Interrupts,
 {
-    fn notify(&self, queue: u16) {
-        PairWorker::notify(self, queue);
+    fn notify(&self, queue: u16) -> bool {
+        PairWorker::notify(self, queue)
     }
     fn backend_readable(&self) {
         PairWorker::backend_readable(self);
     }
     fn backend_writable(&self) {
         PairWorker::backend_writable(self);
+    }
+}
+
+/// Doorbells a worker hands to the main thread: those of queues that are
+/// not its pair's now (the control queue at index 2 without multiqueue
+/// negotiated). The worker sets the queue's bit and signals the eventfd,
+/// which the main thread polls.
+pub struct Forward {
+    pub queues: AtomicU64,
+    pub fd: EventFd,
+}
+
+impl Forward {
+    pub fn new() -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Forward {
+            queues: AtomicU64::new(0),
+            fd: EventFd::new()?,
+        }))
+    }
+
+    fn send(&self, queue: u16) {
+        if queue < 64 {
+            self.queues.fetch_or(1 << queue, Ordering::AcqRel);
+            self.fd.signal();
+        }
+    }
+
+    /// The forwarded queues since the last call.
+    pub fn take(&self) -> u64 {
+        self.fd.drain();
+        self.queues.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -60,6 +93,7 @@ pub fn spawn(
     runner: Arc<dyn PairRunner>,
     tap: RawFd,
     doorbells: Vec<(EventFd, u16)>,
+    forward: Arc<Forward>,
 ) -> Result<()> {
     let epoll = Epoll::new().context("epoll_create")?;
     epoll
@@ -83,7 +117,7 @@ pub fn spawn(
     }
     std::thread::Builder::new()
         .name(format!("pair{pair}"))
-        .spawn(move || serve(pair, &*runner, &epoll, tap, &doorbells))
+        .spawn(move || serve(pair, &*runner, &epoll, tap, &doorbells, &forward))
         .with_context(|| format!("cannot start the thread of queue pair {pair}"))?;
     Ok(())
 }
@@ -94,6 +128,7 @@ fn serve(
     epoll: &Epoll,
     tap: RawFd,
     doorbells: &[(EventFd, u16)],
+    forward: &Forward,
 ) {
     let mut events = [EpollEvent::default(); 8];
     let mut attached = true;
@@ -130,7 +165,9 @@ fn serve(
                 token => {
                     if let Some((fd, queue)) = doorbells.get((token - TOKEN_DOORBELL) as usize) {
                         fd.drain();
-                        runner.notify(*queue);
+                        if !runner.notify(*queue) {
+                            forward.send(*queue);
+                        }
                     }
                 }
             }

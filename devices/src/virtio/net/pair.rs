@@ -185,14 +185,27 @@ impl<B: NetBackend, M: GuestMemory, I: Interrupts> PairWorker<B, M, I> {
         (p.rx_index(), p.tx_index())
     }
 
-    /// The doorbell of queue `queue` (one of this pair's) rang.
-    pub fn notify(&self, queue: u16) {
+    /// The doorbell of queue `queue` (one of this pair's) rang. Returns
+    /// false if the pair holds no rings, so the queue is not its now: the
+    /// kick belongs to the transport (say, the control queue at index 2
+    /// when the driver did not negotiate multiqueue, or a kick before
+    /// DRIVER_OK), and the host hands it to [`VirtioPci`]'s `queue_notify`.
+    ///
+    /// [`VirtioPci`]: crate::virtio::pci::VirtioPci
+    pub fn notify(&self, queue: u16) -> bool {
+        {
+            let pair = lock(&self.pair);
+            if pair.rx.is_none() && pair.tx.is_none() {
+                return false;
+            }
+        }
         let work = if queue.is_multiple_of(2) {
             Work::RxKick
         } else {
             Work::TxKick
         };
         self.run(work);
+        true
     }
 
     /// The pair's backend became readable.

@@ -145,6 +145,11 @@ fn without_mq_negotiated_the_control_queue_is_queue_2() {
     // The control queue answers; VQ_PAIRS_SET is refused without MQ.
     assert_eq!(h.ctrl(0, 0, &[1]), OK);
     assert_eq!(set_pairs(&mut h, 2), ERR);
+    // Pair 1 holds no rings: a host worker hands a kick of queue 2 (the
+    // control queue now) back to the transport.
+    let workers = h.dev.pair_workers();
+    assert!(!workers[1].notify(2));
+    assert!(workers[0].notify(1));
     h.transmit_on(TX, &frame(0, 60, 3), 1);
     assert_eq!(wires[0].sent().len(), 1);
 }
