@@ -33,8 +33,10 @@ const PORT2: u16 = 5202;
 /// Seconds of each iperf3 run.
 const SECS: u32 = 4;
 /// Each queue's share of its direction's interrupts must be at least
-/// this many, and at least this fraction of the two queues' sum.
-const MIN_IRQS: u64 = 20;
+/// this many, and at least this fraction of the two queues' sum. NAPI
+/// keeps interrupts few under load (with vhost-net, 4 s of two RX streams
+/// raised 14 to 22 per queue in the lab; an idle queue gets 0 to 2).
+const MIN_IRQS: u64 = 8;
 const MIN_SHARE: f64 = 0.1;
 
 /// A second iperf3 server on the bridge address, once per L1 boot (one
