@@ -67,6 +67,8 @@ const IMPLEMENTED_NIC_MODELS: &[NicModel] = &[NicModel::VirtioNetPci, NicModel::
 /// Netdev types moatvm can create, likewise (checked for the netdevs a NIC
 /// reaches; unused ones only get a warning).
 const IMPLEMENTED_NETDEV_TYPES: &[&str] = &["tap", "user"];
+/// Most queue pairs of a multiqueue virtio-net-pci (`queues=`).
+const MAX_QUEUE_PAIRS: u16 = devices::virtio::net::MAX_PAIRS;
 
 /// Where the guest's COM1 goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +181,8 @@ pub enum ConfigError {
     VhostNeedsVirtio { origin: String, model: &'static str },
     #[error("{origin}: {reason}")]
     User { origin: String, reason: String },
+    #[error("{origin}: {reason}")]
+    Multiqueue { origin: String, reason: String },
 }
 
 /// The config file, as written.
@@ -682,6 +686,35 @@ impl VmConfig {
                         model: nic.model.name(),
                     });
                 }
+                // Multiqueue: queues=N on the tap, mq=on on the device.
+                // mq=on alone offers multiqueue with one pair (as QEMU
+                // does); queues=N without mq=on is refused rather than
+                // quietly using one pair.
+                let queues = t.queues.unwrap_or(1);
+                let mq = nic.model == NicModel::VirtioNetPci && nic.mq == Some(true);
+                let reason = if queues > 1 && !mq {
+                    Some(format!(
+                        "its netdev has queues={queues}: multiqueue needs virtio-net-pci with \
+                         mq=on (--device virtio-net-pci,netdev=ID,mq=on)"
+                    ))
+                } else if queues > MAX_QUEUE_PAIRS {
+                    Some(format!(
+                        "queues={queues}: at most {MAX_QUEUE_PAIRS} queue pairs"
+                    ))
+                } else if queues > 1 && t.vhostfd.is_some() {
+                    Some(format!(
+                        "vhostfd= gives one vhost-net descriptor, queues={queues} needs one \
+                         per queue pair (vhostfds= is not implemented; use vhost=on)"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(ConfigError::Multiqueue {
+                        origin: nic.origin.clone(),
+                        reason,
+                    });
+                }
             }
         }
         for nd in net.reachable_netdevs() {
@@ -691,19 +724,6 @@ impl VmConfig {
                     origin: nd.origin.clone(),
                     kind,
                 });
-            }
-            if let Backend::Tap(t) = &nd.backend {
-                let unimplemented = if t.queues.is_some_and(|q| q > 1) {
-                    Some("queues= above 1 (multiqueue)")
-                } else {
-                    None
-                };
-                if let Some(what) = unimplemented {
-                    return Err(ConfigError::OptionNotImplemented {
-                        origin: nd.origin.clone(),
-                        what,
-                    });
-                }
             }
             if let Backend::User(u) = &nd.backend {
                 // libslirp's TFTP server opens files by path, which the
@@ -725,8 +745,6 @@ impl VmConfig {
         for nic in &net.nics {
             let unimplemented = if nic.netdev.is_none() {
                 Some("a NIC without a netdev")
-            } else if nic.mq == Some(true) {
-                Some("mq=on (multiqueue)")
             } else if nic.addr.is_some() {
                 Some("addr= (a chosen PCI slot)")
             } else {
@@ -1053,6 +1071,69 @@ mod tests {
     }
 
     #[test]
+    fn multiqueue_needs_mq_on_and_one_vhost_per_pair() {
+        let (_dir, mut args) = setup("mq");
+        let with = |args: &mut RunArgs, netdev: &str, device: &str| {
+            args.netdev = vec![netdev.into()];
+            args.device = vec![device.into()];
+        };
+        with(
+            &mut args,
+            "tap,id=n0,queues=2",
+            "virtio-net-pci,netdev=n0,mq=on",
+        );
+        let c = build(&args).unwrap();
+        assert_eq!(c.net.nics[0].mq, Some(true));
+        // mq=on alone: multiqueue with one pair.
+        with(&mut args, "tap,id=n0", "virtio-net-pci,netdev=n0,mq=on");
+        assert!(build(&args).is_ok());
+        with(&mut args, "user,id=n0", "virtio-net-pci,netdev=n0,mq=on");
+        assert!(build(&args).is_ok());
+        with(
+            &mut args,
+            "tap,id=n0,queues=4,vhost=on",
+            "virtio-net-pci,netdev=n0,mq=on",
+        );
+        assert!(build(&args).is_ok());
+        with(&mut args, "tap,id=n0,queues=2", "virtio-net-pci,netdev=n0");
+        assert_eq!(
+            error(&args),
+            "--device virtio-net-pci: its netdev has queues=2: multiqueue needs \
+             virtio-net-pci with mq=on (--device virtio-net-pci,netdev=ID,mq=on)"
+        );
+        with(
+            &mut args,
+            "tap,id=n0,queues=2",
+            "virtio-net-pci,netdev=n0,mq=off",
+        );
+        assert!(error(&args).contains("needs virtio-net-pci with mq=on"));
+        with(&mut args, "tap,id=n0,queues=2", "e1000,netdev=n0");
+        assert!(error(&args).contains("needs virtio-net-pci with mq=on"));
+        with(
+            &mut args,
+            "tap,id=n0,queues=17",
+            "virtio-net-pci,netdev=n0,mq=on",
+        );
+        assert_eq!(
+            error(&args),
+            "--device virtio-net-pci: queues=17: at most 16 queue pairs"
+        );
+        with(
+            &mut args,
+            "tap,id=n0,queues=2,vhost=on,vhostfd=9",
+            "virtio-net-pci,netdev=n0,mq=on",
+        );
+        assert!(error(&args).contains("vhostfds= is not implemented"));
+        // One queue through vhostfd= stays fine.
+        with(
+            &mut args,
+            "tap,id=n0,queues=1,vhost=on,vhostfd=9",
+            "virtio-net-pci,netdev=n0,mq=on",
+        );
+        assert!(build(&args).is_ok());
+    }
+
+    #[test]
     fn network_errors_and_not_implemented() {
         let (_dir, mut args) = setup("net");
         args.netdev = vec!["tap,id=n0,ifname=tap0".into()];
@@ -1067,17 +1148,7 @@ mod tests {
         );
         args.device = vec!["virtio-net-pci,netdev=n0".into()];
         assert!(build(&args).is_ok());
-        args.netdev = vec!["tap,id=n0,queues=2".into()];
-        assert_eq!(
-            error(&args),
-            "--netdev tap: queues= above 1 (multiqueue) is not implemented yet"
-        );
         args.netdev = vec!["tap,id=n0".into()];
-        args.device = vec!["virtio-net-pci,netdev=n0,mq=on".into()];
-        assert_eq!(
-            error(&args),
-            "--device virtio-net-pci: mq=on (multiqueue) is not implemented yet"
-        );
         args.device = vec!["virtio-net-pci,netdev=n1".into()];
         assert_eq!(
             error(&args),

@@ -9,11 +9,13 @@
 //!                                                  or a frame channel to a
 //!                                                  backend process
 //!   fd 7  /dev/vhost-net (only with vhost=on)
+//!   multiqueue (mq=on), pair p >= 1: fd 7+2p its tap queue, fd 8+2p its
+//!   /dev/vhost-net (vhost=on)
 //! ```
 //!
 //! Start-up, in this order:
-//! 1. parse the role, take descriptors 3-6;
-//! 2. `jail::enter` (while single-threaded: the process never starts a thread);
+//! 1. parse the role, take descriptors 3-6 (and those of further pairs);
+//! 2. `jail::enter` (while single-threaded);
 //! 3. map guest RAM, wrap the channels and the backend, build the model;
 //! 4. on the vm-control channel, one request at a time, each awaiting its
 //!    [`VmReply`]: `RegisterIrqfd { vector }` for every MSI-X vector
@@ -24,8 +26,10 @@
 //!    any width, no datamatch). A refused irqfd is fatal; a refused
 //!    doorbell is only logged (the guest's write then arrives as a
 //!    `BarWrite`, which the model handles the same way, only slower);
-//! 5. one epoll set over the device channel, the doorbells, the INTx
-//!    resample eventfd and the backend;
+//! 5. one epoll set over the device channel, the control queue's doorbell
+//!    (all doorbells, for e1000), the INTx resample eventfd and (e1000) the
+//!    backend; for virtio-net without vhost, one thread per queue pair over
+//!    the pair's tap queue and doorbells (`device_process/workers.rs`);
 //! 6. the seccomp filter (`virtio-net`), then serve until `Shutdown` or a
 //!    hang-up.
 //!
@@ -68,7 +72,9 @@ use crate::roles::{device_fds, BackendKind, BarKindName, DeviceRole, NicKind};
 use crate::vcpu::memory::map_guest_ram;
 
 mod vhost;
+mod workers;
 use vhost::{VhostOffload, VhostShared};
+use workers::{Forward, PairRunner};
 
 /// Exit status after a panic (the panic hook exits with it at once, so a
 /// panic is never mistaken for a seccomp kill or an orderly exit).
@@ -89,6 +95,8 @@ const TOKEN_DOORBELL: u64 = 4;
 const TOKEN_TIMER: u64 = 3;
 /// vhost-net's proxy call eventfd of ring `r` as `PROXY + r`.
 const TOKEN_PROXY: u64 = 1 << 32;
+/// Doorbells the pairs' threads hand back (see `workers::Forward`).
+const TOKEN_FORWARD: u64 = 1 << 33;
 
 /// The process's name for messages (`net0 (virtio-net-pci)`), once known.
 static NAME: OnceLock<String> = OnceLock::new();
@@ -131,8 +139,10 @@ struct Inherited {
     ram: OwnedFd,
     device: OwnedFd,
     vm: OwnedFd,
-    backend: OwnedFd,
-    vhost: Option<OwnedFd>,
+    /// The backend of each queue pair.
+    backends: Vec<OwnedFd>,
+    /// With vhost=on, the vhost-net descriptor of each pair.
+    vhost: Vec<OwnedFd>,
     mirror: Option<OwnedFd>,
 }
 
@@ -145,21 +155,46 @@ pub(crate) fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
             io::Error::last_os_error()
         );
     }
-    // SAFETY: the launcher hands descriptors 3-6 to this process for this
+    // SAFETY: the launcher hands these descriptors to this process for this
     // purpose and nothing else in it owns them (std only uses 0-2); each is
     // taken once, here.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn take_fds(vhost: bool, mirror: bool) -> Result<Inherited> {
+/// The descriptors a role comes with.
+fn role_fds(role: &DeviceRole, mirror: bool) -> Vec<RawFd> {
+    let mut fds = vec![
+        device_fds::GUEST_RAM,
+        device_fds::DEVICE_CHANNEL,
+        device_fds::VM_CONTROL,
+    ];
+    for p in 0..role.queue_pairs {
+        fds.push(device_fds::tap_queue(p));
+        if role.vhost {
+            fds.push(device_fds::vhost(p));
+        }
+    }
+    if mirror {
+        fds.push(device_fds::MIRROR);
+    }
+    fds
+}
+
+fn take_fds(role: &DeviceRole, mirror: bool) -> Result<Inherited> {
+    let pairs = 0..role.queue_pairs;
     Ok(Inherited {
         ram: take_fd(device_fds::GUEST_RAM, "guest RAM")?,
         device: take_fd(device_fds::DEVICE_CHANNEL, "device channel")?,
         vm: take_fd(device_fds::VM_CONTROL, "vm-control channel")?,
-        backend: take_fd(device_fds::BACKEND, "backend")?,
-        vhost: match vhost {
-            true => Some(take_fd(device_fds::VHOST, "vhost-net")?),
-            false => None,
+        backends: pairs
+            .clone()
+            .map(|p| take_fd(device_fds::tap_queue(p), "backend"))
+            .collect::<Result<_>>()?,
+        vhost: match role.vhost {
+            true => pairs
+                .map(|p| take_fd(device_fds::vhost(p), "vhost-net"))
+                .collect::<Result<_>>()?,
+            false => Vec::new(),
         },
         mirror: match mirror {
             true => Some(take_fd(device_fds::MIRROR, "register mirror")?),
@@ -173,27 +208,24 @@ fn run(arg: &str) -> Result<()> {
     let _ = NAME.set(role.name.clone());
     let mode: seccomp::Mode = role.seccomp.parse()?;
     let mirrored = role.kind.mirrored();
-    let fds = take_fds(role.vhost, !mirrored.is_empty())?;
-    let mut keep_fds = vec![
-        device_fds::GUEST_RAM,
-        device_fds::DEVICE_CHANNEL,
-        device_fds::VM_CONTROL,
-        device_fds::BACKEND,
-    ];
-    if role.vhost {
-        keep_fds.push(device_fds::VHOST);
+    if role.queue_pairs == 0 || role.queue_pairs > devices::virtio::net::MAX_PAIRS {
+        bail!("{} queue pairs in the role", role.queue_pairs);
     }
-    if !mirrored.is_empty() {
-        keep_fds.push(device_fds::MIRROR);
+    if role.queue_pairs > 1 && !role.mq {
+        bail!("more than one queue pair needs multiqueue");
     }
+    let fds = take_fds(&role, !mirrored.is_empty())?;
+    let pairs = u64::from(role.queue_pairs);
 
     jail::enter(&jail::JailConfig {
-        keep_fds,
-        // 0-6, one memfd duplicate per RAM region, an eventfd per MSI-X
-        // vector and per queue, the epoll: about 20.
-        max_open_files: 64,
-        // This process never starts a thread (and its filter forbids clone).
-        max_processes: 1,
+        keep_fds: role_fds(&role, !mirrored.is_empty()),
+        // 0-8, one memfd duplicate per RAM region, per pair its tap queue,
+        // vhost-net, epoll and four eventfds (doorbells and their copies),
+        // an eventfd per MSI-X vector and per proxy: about 20 + 12 per pair.
+        max_open_files: 48 + 16 * pairs,
+        // The main thread and one data-path thread per queue pair, all
+        // started before the seccomp filter (which forbids clone).
+        max_processes: 1 + pairs,
         max_core_size: 0,
     })
     .context("cannot enter the jail")?;
@@ -213,27 +245,39 @@ fn run(arg: &str) -> Result<()> {
     drop(ram);
     let device = Channel::from_fd(fds.device).context("device channel")?;
     let vm = Arc::new(Channel::from_fd(fds.vm).context("vm-control channel")?);
-    let backend = match role.backend {
-        BackendKind::Tap => {
-            let tap = Tap::from_fd(fds.backend).context("tap")?;
-            NicBackend::Tap(TapBackend::new(tap).context("tap")?)
-        }
-        BackendKind::Frames => {
-            NicBackend::Frames(FrameChannel::from_fd(fds.backend).context("frame channel")?)
-        }
-    };
-    let tap_fd = backend.as_fd().as_raw_fd();
-    if fds.vhost.is_some() && role.backend != BackendKind::Tap {
+    if role.backend == BackendKind::Frames && role.queue_pairs > 1 {
+        bail!("a frame channel carries one queue pair only");
+    }
+    let mut backends = Vec::new();
+    for (p, fd) in fds.backends.into_iter().enumerate() {
+        backends.push(match role.backend {
+            BackendKind::Tap => {
+                let tap = Tap::from_fd(fd).with_context(|| format!("tap queue {p}"))?;
+                NicBackend::Tap(TapBackend::new(tap).with_context(|| format!("tap queue {p}"))?)
+            }
+            BackendKind::Frames => {
+                NicBackend::Frames(FrameChannel::from_fd(fd).context("frame channel")?)
+            }
+        });
+    }
+    let tap_fds: Vec<RawFd> = backends.iter().map(|b| b.as_fd().as_raw_fd()).collect();
+    if !fds.vhost.is_empty() && role.backend != BackendKind::Tap {
         bail!("vhost-net needs a tap backend");
     }
 
-    // vhost-net: this process becomes the owner (it maps guest RAM).
-    let vhost = match fds.vhost {
-        Some(fd) => {
-            let (handle, features) = devices::backend::vhost_net::VhostNet::new(fd, mem.clone())?;
-            Some((VhostShared::new(handle).context("vhost-net")?, features))
+    // vhost-net: this process becomes the owner of each instance (it maps
+    // guest RAM).
+    let vhost = if fds.vhost.is_empty() {
+        None
+    } else {
+        let mut handles = Vec::new();
+        let mut features = u64::MAX;
+        for fd in fds.vhost {
+            let (handle, f) = devices::backend::vhost_net::VhostNet::new(fd, mem.clone())?;
+            handles.push(handle);
+            features &= f;
         }
-        None => None,
+        Some((VhostShared::new(handles).context("vhost-net")?, features))
     };
     let mirror = match &fds.mirror {
         Some(fd) => Some(ipc::RegisterMirror::map(fd).context("register mirror")?),
@@ -244,18 +288,21 @@ fn run(arg: &str) -> Result<()> {
         mode,
         device,
         vm: vm.clone(),
-        tap_fd,
+        tap_fds: tap_fds.clone(),
         mirror: mirror.map(|m| (m, mirrored)),
     };
     match role.kind {
         NicKind::VirtioNet => {
-            let mut net = Net::new(backend, Some(role.mac), QUEUE_SIZE)
-                .map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
+            let net = match role.mq {
+                true => Net::multiqueue(backends, Some(role.mac), QUEUE_SIZE),
+                false => Net::new(backends.remove(0), Some(role.mac), QUEUE_SIZE),
+            };
+            let mut net = net.map_err(|e| anyhow!("cannot create the virtio-net device: {e}"))?;
             if let Some((shared, features)) = &vhost {
                 net = net.with_offload(Box::new(VhostOffload::new(
                     shared.clone(),
                     *features,
-                    tap_fd,
+                    tap_fds,
                 )));
             }
             let irq = Irqfds::new(vm, vhost.as_ref().map(|(s, _)| s.clone()));
@@ -271,7 +318,7 @@ fn run(arg: &str) -> Result<()> {
             if vhost.is_some() {
                 bail!("vhost-net serves only virtio-net-pci");
             }
-            let model = E1000::new(backend, role.mac, mem, Irqfds::new(vm, None));
+            let model = E1000::new(backends.remove(0), role.mac, mem, Irqfds::new(vm, None));
             start.serve(model, seccomp::ProcessKind::E1000, None)
         }
     }
@@ -283,7 +330,8 @@ struct Start<'a> {
     mode: seccomp::Mode,
     device: Channel,
     vm: Arc<Channel>,
-    tap_fd: RawFd,
+    /// The backend of each queue pair.
+    tap_fds: Vec<RawFd>,
     /// The register mirror and the (BAR, offset) of each slot.
     mirror: Option<(ipc::RegisterMirror, Vec<(u8, u64)>)>,
 }
@@ -297,8 +345,8 @@ impl Start<'_> {
         kind: seccomp::ProcessKind,
         vhost: Option<Arc<VhostShared>>,
     ) -> Result<()> {
-        check_layout(self.role.kind, &model)?;
-        let mut server = Server::start(model, self.device, self.vm, self.tap_fd, vhost)?;
+        check_layout(self.role, &model)?;
+        let mut server = Server::start(model, self.device, self.vm, self.tap_fds, vhost)?;
         server.mirror = self.mirror;
         server.publish_mirror();
         seccomp::install(kind, self.mode)?;
@@ -314,8 +362,8 @@ impl Start<'_> {
 /// Checks that the model has the BARs and MSI-X vectors the launcher
 /// planned for (`NicKind::layout`): it placed the BARs, and the vCPU
 /// process routes only those vectors, before the model existed.
-fn check_layout(kind: NicKind, model: &impl HostedPciDevice) -> Result<()> {
-    let (planned, vectors) = kind.layout();
+fn check_layout(role: &DeviceRole, model: &impl HostedPciDevice) -> Result<()> {
+    let (planned, vectors) = role.kind.layout(role.queue_pairs);
     let actual: Vec<_> = model
         .bars()
         .iter()
@@ -562,9 +610,20 @@ trait NicModel: HostedPciDevice {
         None
     }
     fn timer_expired(&mut self) {}
+    /// The model's queue pairs, for data-path threads (none: the main
+    /// thread serves the backend).
+    fn pair_runners(&self) -> Vec<Arc<dyn PairRunner>> {
+        Vec::new()
+    }
 }
 
 impl NicModel for VirtioNetPci<NicBackend, GuestMemoryMmap, Irqfds> {
+    fn pair_runners(&self) -> Vec<Arc<dyn PairRunner>> {
+        self.pair_workers()
+            .into_iter()
+            .map(|w| Arc::new(w) as Arc<dyn PairRunner>)
+            .collect()
+    }
     fn backend_readable(&mut self) {
         VirtioNetPci::backend_readable(self);
     }
@@ -641,8 +700,11 @@ struct Server<D> {
     timer: Timer,
     armed: Option<Instant>,
     epoll: Epoll,
-    tap_fd: RawFd,
+    /// The backend the main thread serves (e1000), if any.
+    tap_fd: Option<RawFd>,
     tap_attached: bool,
+    /// Doorbells the pairs' threads hand back.
+    forward: Option<Arc<Forward>>,
     bad_requests: Limiter,
 }
 
@@ -653,9 +715,15 @@ impl<D: NicModel> Server<D> {
         mut model: D,
         device: Channel,
         vm: Arc<Channel>,
-        tap_fd: RawFd,
+        tap_fds: Vec<RawFd>,
         vhost: Option<Arc<VhostShared>>,
     ) -> Result<Self> {
+        // Data-path threads, one per pair, unless vhost-net moves the frames.
+        let runners = match vhost {
+            None => model.pair_runners(),
+            Some(_) => Vec::new(),
+        };
+        let pairs = tap_fds.len() as u16;
         let vectors = model.msix_vectors();
         let mut irqfds = Vec::with_capacity(usize::from(vectors));
         for vector in 0..vectors {
@@ -713,10 +781,10 @@ impl<D: NicModel> Server<D> {
         }
 
         // With vhost-net the kernel takes the RX and TX doorbells and the
-        // tap; this process keeps the control queue and the proxies.
-        let offloaded = |queue: u16| vhost.is_some() && queue < 2;
+        // taps; this process keeps the control queue and the proxies.
+        let offloaded = |queue: u16| vhost.is_some() && queue < 2 * pairs;
         if let Some(vhost) = &vhost {
-            let mut kicks: Vec<Option<&EventFd>> = vec![None; 2];
+            let mut kicks: Vec<Option<&EventFd>> = vec![None; 2 * usize::from(pairs)];
             for (fd, queue) in &doorbells {
                 if let Some(k) = kicks.get_mut(usize::from(*queue)) {
                     *k = Some(fd);
@@ -741,12 +809,37 @@ impl<D: NicModel> Server<D> {
         add(device.as_raw_fd(), EventSet::IN, TOKEN_DEVICE)?;
         let timer = Timer::new().context("timerfd_create")?;
         add(timer.0.as_raw_fd(), EventSet::IN, TOKEN_TIMER)?;
+        let mut tap_fd = None;
+        let mut forward = None;
         match &vhost {
-            None => add(
-                tap_fd,
-                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
-                TOKEN_TAP,
-            )?,
+            None if !runners.is_empty() => {
+                // Each pair's thread takes its tap queue and doorbells.
+                let (mine, theirs): (Vec<_>, Vec<_>) = doorbells
+                    .into_iter()
+                    .partition(|(_, q)| *q >= 2 * runners.len() as u16);
+                doorbells = mine;
+                let mut per_pair: Vec<Vec<(EventFd, u16)>> =
+                    (0..runners.len()).map(|_| Vec::new()).collect();
+                for (fd, q) in theirs {
+                    per_pair[usize::from(q / 2)].push((fd, q));
+                }
+                let fwd = Forward::new().context("eventfd")?;
+                add(fwd.fd.0.as_raw_fd(), EventSet::IN, TOKEN_FORWARD)?;
+                for (p, (runner, bells)) in runners.into_iter().zip(per_pair).enumerate() {
+                    let tap = *tap_fds.get(p).context("a queue pair without a backend")?;
+                    workers::spawn(p as u16, runner, tap, bells, fwd.clone())?;
+                }
+                forward = Some(fwd);
+            }
+            None => {
+                let fd = *tap_fds.first().context("no backend")?;
+                add(
+                    fd,
+                    EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
+                    TOKEN_TAP,
+                )?;
+                tap_fd = Some(fd);
+            }
             Some(vhost) => {
                 for (ring, fd) in vhost.proxies() {
                     add(
@@ -777,6 +870,7 @@ impl<D: NicModel> Server<D> {
             epoll,
             tap_fd,
             tap_attached: true,
+            forward,
             bad_requests: Limiter::default(),
         })
     }
@@ -808,6 +902,12 @@ impl<D: NicModel> Server<D> {
                         if let Some(fd) = &self.resample {
                             fd.drain();
                             self.model.intx_resample();
+                        }
+                    }
+                    TOKEN_FORWARD => {
+                        let queues = self.forward.as_ref().map_or(0, |f| f.take());
+                        for q in (0..64).filter(|q| queues & (1 << q) != 0) {
+                            self.model.queue_notify(q);
                         }
                     }
                     token if token >= TOKEN_PROXY => {
@@ -871,6 +971,9 @@ impl<D: NicModel> Server<D> {
         if set.contains(EventSet::OUT) {
             self.model.backend_writable();
         }
+        let Some(tap_fd) = self.tap_fd else {
+            return;
+        };
         if set.intersects(EventSet::ERROR | EventSet::HANG_UP) && self.tap_attached {
             // The tap went away under us (its interface was deleted), or
             // the backend process did: the cable is unplugged, but the
@@ -879,7 +982,7 @@ impl<D: NicModel> Server<D> {
             self.tap_attached = false;
             let _ = self
                 .epoll
-                .ctl(ControlOperation::Delete, self.tap_fd, EpollEvent::default());
+                .ctl(ControlOperation::Delete, tap_fd, EpollEvent::default());
         }
     }
 

@@ -73,10 +73,10 @@ impl Created {
 /// A NIC ready to be spawned: its process's role and descriptors.
 struct NicPlan {
     role: DeviceRole,
-    /// The tap, or the NIC's end of a frame channel.
-    backend: OwnedFd,
-    /// `/dev/vhost-net` (or `vhostfd=`), with `vhost=on`.
-    vhost: Option<OwnedFd>,
+    /// The tap (a queue per queue pair), or the NIC's end of a frame channel.
+    backends: Vec<OwnedFd>,
+    /// `/dev/vhost-net` (or `vhostfd=`), one per queue pair, with `vhost=on`.
+    vhost: Vec<OwnedFd>,
     layout: RemoteDevice,
     /// The backend process on the other end of the frame channel.
     backend_process: Option<BackendPlan>,
@@ -190,8 +190,11 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
         let dev_there = dev_there.into_fd();
         let ctl_there = ctl_there.into_fd();
         let mut command = jail::Command::current_exe();
-        if let Some(vhost) = &nic.vhost {
-            command = command.fd(vhost.as_fd(), roles::device_fds::VHOST);
+        for (p, fd) in nic.backends.iter().enumerate() {
+            command = command.fd(fd.as_fd(), roles::device_fds::tap_queue(p as u16));
+        }
+        for (p, fd) in nic.vhost.iter().enumerate() {
+            command = command.fd(fd.as_fd(), roles::device_fds::vhost(p as u16));
         }
         // The register mirror: the device writes it, the vCPU process reads.
         let mirror = if nic.layout.mirrored.is_empty() {
@@ -215,7 +218,6 @@ fn start(cfg: &VmConfig, opts: &Options, created: &mut Created) -> Result<Vec<Su
             .fd(ram.file.as_fd(), roles::device_fds::GUEST_RAM)
             .fd(dev_there.as_fd(), roles::device_fds::DEVICE_CHANNEL)
             .fd(ctl_there.as_fd(), roles::device_fds::VM_CONTROL)
-            .fd(nic.backend.as_fd(), roles::device_fds::BACKEND)
             .new_net(true)
             .spawn();
         let child = match child {
@@ -344,14 +346,21 @@ fn plan_nic(
             )
         })?;
     let violate = |v: &str| opts.violate_seccomp.as_deref() == Some(v);
+    // Multiqueue (checked by the configuration: mq=on on a virtio-net-pci,
+    // queues= on its tap): one tap queue, and vhost-net instance, per pair.
+    let mq = nic.mq == Some(true) && kind == NicKind::VirtioNet;
+    let queue_pairs = match &netdev.backend {
+        Backend::Tap(t) if mq => t.queues.unwrap_or(1),
+        _ => 1,
+    };
     // Before the tap, so that a missing /dev/vhost-net leaves nothing behind.
     let vhost = match &netdev.backend {
-        Backend::Tap(t) => open_vhost(t, &netdev.origin)?,
-        _ => None,
+        Backend::Tap(t) => open_vhost(t, &netdev.origin, queue_pairs)?,
+        _ => Vec::new(),
     };
-    let (backend, backend_kind, backend_process) = match &netdev.backend {
+    let (backends, backend_kind, backend_process) = match &netdev.backend {
         Backend::Tap(t) => (
-            tap_backend(netdev, t, &name, created)?,
+            tap_backend(netdev, t, &name, queue_pairs, created)?,
             BackendKind::Tap,
             None,
         ),
@@ -382,7 +391,7 @@ fn plan_nic(
                 },
                 frames: backend_end.into_fd(),
             };
-            (nic_end.into_fd(), BackendKind::Frames, Some(plan))
+            (vec![nic_end.into_fd()], BackendKind::Frames, Some(plan))
         }
         other => bail!(
             "{}: netdev type '{}' is not implemented yet",
@@ -391,7 +400,7 @@ fn plan_nic(
         ),
     };
 
-    let (bar_shapes, msix_vectors) = kind.layout();
+    let (bar_shapes, msix_vectors) = kind.layout(queue_pairs);
     let mut bars = Vec::new();
     for (index, kind, prefetchable, size) in bar_shapes {
         let address = next_bar.place(kind, size)?;
@@ -415,9 +424,11 @@ fn plan_nic(
             seccomp: opts.seccomp.clone(),
             violate_seccomp: violate(&id) || violate(&index.to_string()),
             backend: backend_kind,
-            vhost: vhost.is_some(),
+            vhost: !vhost.is_empty(),
+            mq,
+            queue_pairs,
         },
-        backend,
+        backends,
         vhost,
         layout: RemoteDevice {
             name,
@@ -429,27 +440,26 @@ fn plan_nic(
     })
 }
 
-/// Creates (or takes, with `fd=`) the tap of `netdev` and puts it on its
-/// bridge.
+/// Creates (or takes, with `fd=`) the tap of `netdev`, with `queues`
+/// queues, and puts it on its bridge; returns its queues.
 fn tap_backend(
     netdev: &crate::netspec::Netdev,
     t: &crate::netspec::TapOpts,
     name: &str,
+    queues: u16,
     created: &mut Created,
-) -> Result<OwnedFd> {
-    let tap = match t.fd {
+) -> Result<Vec<OwnedFd>> {
+    let taps = match t.fd {
         Some(fd) => {
             // SAFETY: `fd=N` names a descriptor the caller opened for us and
             // hands over; it is taken once.
             let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            Tap::from_fd(owned).with_context(|| format!("{}: fd={fd}", netdev.origin))?
+            vec![Tap::from_fd(owned).with_context(|| format!("{}: fd={fd}", netdev.origin))?]
         }
-        None => {
-            let mut taps = Tap::create(t.ifname.as_deref(), t.vnet_hdr.unwrap_or(true), 1)
-                .with_context(|| format!("{}: cannot create the tap", netdev.origin))?;
-            taps.remove(0)
-        }
+        None => Tap::create(t.ifname.as_deref(), t.vnet_hdr.unwrap_or(true), queues)
+            .with_context(|| format!("{}: cannot create the tap", netdev.origin))?,
     };
+    let tap = &taps[0];
     if let Some(br) = &t.br {
         if bridge::create_bridge(br).with_context(|| format!("{}: bridge {br}", netdev.origin))? {
             log::debug!("created bridge {br}");
@@ -460,32 +470,40 @@ fn tap_backend(
     }
     bridge::link_up(tap.name())
         .with_context(|| format!("{}: cannot bring {} up", netdev.origin, tap.name()))?;
-    log::debug!("{name}: tap {}", tap.name());
-    Ok(tap.into_fd())
+    log::debug!("{name}: tap {} ({} queues)", tap.name(), taps.len());
+    Ok(taps.into_iter().map(Tap::into_fd).collect())
 }
 
-/// The vhost-net descriptor a tap netdev asks for: `vhostfd=N` as given,
-/// or `/dev/vhost-net` opened here (before any jail) with `vhost=on` or
+/// The vhost-net descriptors a tap netdev asks for, one per queue pair:
+/// `vhostfd=N` as given (one pair only; the configuration checks), or
+/// `/dev/vhost-net` opened here (before any jail) with `vhost=on` or
 /// `vhostforce=on`; none otherwise.
-fn open_vhost(t: &crate::netspec::TapOpts, origin: &str) -> Result<Option<OwnedFd>> {
+fn open_vhost(t: &crate::netspec::TapOpts, origin: &str, pairs: u16) -> Result<Vec<OwnedFd>> {
     const PATH: &str = "/dev/vhost-net";
     if let Some(fd) = t.vhostfd {
+        if pairs != 1 {
+            bail!("{origin}: vhostfd= gives one vhost-net descriptor for {pairs} queue pairs");
+        }
         // SAFETY: `vhostfd=N` names a descriptor the caller opened for us
         // and hands over; it is taken once.
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        return Ok(Some(owned));
+        return Ok(vec![owned]);
     }
     if t.vhost != Some(true) && t.vhostforce != Some(true) {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(PATH)
-        .with_context(|| format!("{origin}: vhost=on needs {PATH}"))?;
-    log::debug!("{origin}: opened {PATH}");
-    Ok(Some(file.into()))
+    let mut fds = Vec::new();
+    for _ in 0..pairs {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(PATH)
+            .with_context(|| format!("{origin}: vhost=on needs {PATH}"))?;
+        fds.push(file.into());
+    }
+    log::debug!("{origin}: opened {PATH} {pairs} times");
+    Ok(fds)
 }
 
 /// Places BARs: memory BARs in the 32-bit PCI window, I/O BARs in the PCI

@@ -12,7 +12,10 @@
 //!                                               5 vm-control channel, 6 backend
 //!                                               (a tap or a frame channel),
 //!                                               7 /dev/vhost-net (vhost=on),
-//!                                               8 register mirror (if any)
+//!                                               8 register mirror (if any);
+//!                                               with multiqueue, pair p >= 1:
+//!                                               7 + 2p its tap queue, 8 + 2p
+//!                                               its /dev/vhost-net (vhost=on)
 //! moatvm __backend '<BackendRole as TOML>' fds: 3 frame channel
 //! ```
 
@@ -40,6 +43,24 @@ pub mod device_fds {
     pub const VHOST: i32 = 7;
     /// The register mirror, for a model with mirrored registers.
     pub const MIRROR: i32 = 8;
+
+    /// The tap queue of queue pair `pair` ([`BACKEND`] for pair 0, then
+    /// 9, 11, 13, ...).
+    pub fn tap_queue(pair: u16) -> i32 {
+        match pair {
+            0 => BACKEND,
+            p => 7 + 2 * i32::from(p),
+        }
+    }
+
+    /// The `/dev/vhost-net` of queue pair `pair` ([`VHOST`] for pair 0,
+    /// then 10, 12, 14, ...).
+    pub fn vhost(pair: u16) -> i32 {
+        match pair {
+            0 => VHOST,
+            p => 8 + 2 * i32::from(p),
+        }
+    }
 }
 
 /// Descriptor numbers in a backend process.
@@ -151,13 +172,18 @@ impl NicKind {
         }
     }
 
-    /// The BARs of the model (size, kind) and its MSI-X vector count; the
-    /// launcher places the BARs before the model exists.
-    pub fn layout(self) -> (Vec<(u8, BarKindName, bool, u64)>, u16) {
+    /// The BARs of the model (size, kind) and its MSI-X vector count, for
+    /// `queue_pairs` queue pairs; the launcher places the BARs before the
+    /// model exists.
+    pub fn layout(self, queue_pairs: u16) -> (Vec<(u8, BarKindName, bool, u64)>, u16) {
         match self {
             // One 32 KiB 64-bit BAR: common, ISR, device, notify, MSI-X
-            // table and PBA; vectors for RX, TX, control and configuration.
-            NicKind::VirtioNet => (vec![(0, BarKindName::Memory64, false, 0x8000)], 4),
+            // table and PBA; vectors for each RX and TX queue, control and
+            // configuration.
+            NicKind::VirtioNet => (
+                vec![(0, BarKindName::Memory64, false, 0x8000)],
+                2 * queue_pairs.max(1) + 2,
+            ),
             // 128 KiB of registers and the 64-byte IOADDR/IODATA window;
             // INTx only.
             NicKind::E1000 => (
@@ -202,6 +228,19 @@ pub struct DeviceRole {
     /// What descriptor 6 is.
     #[serde(default)]
     pub backend: BackendKind,
+    /// virtio-net's multiqueue (`mq=on`): VIRTIO_NET_F_MQ offered with
+    /// [`Self::queue_pairs`] pairs, each with its own tap queue (and
+    /// vhost-net descriptor) at [`device_fds::tap_queue`]
+    /// ([`device_fds::vhost`]).
+    #[serde(default)]
+    pub mq: bool,
+    /// Queue pairs (1 without multiqueue).
+    #[serde(default = "one")]
+    pub queue_pairs: u16,
+}
+
+fn one() -> u16 {
+    1
 }
 
 impl DeviceRole {

@@ -429,6 +429,60 @@ device = ["rtl8139,netdev=n0,mac=52:54:00:12:34:56"]
     );
 }
 
+/// Multiqueue's options: queues=N on the tap needs mq=on on the device,
+/// at most 16 pairs, and no single vhostfd= for several pairs; each
+/// refusal is one line naming what to change, before anything is created.
+#[test]
+fn multiqueue_options_are_checked() {
+    let dir = TempDir::new("mq");
+    let kernel = dir.kernel();
+    let run = |netdev: &str, device: &str| {
+        vec![
+            "run".to_string(),
+            "--kernel".into(),
+            kernel.clone(),
+            "--serial".into(),
+            "none".into(),
+            "--netdev".into(),
+            netdev.into(),
+            "--device".into(),
+            device.into(),
+        ]
+    };
+    refused(
+        &run("tap,id=n0,queues=2", "virtio-net-pci,netdev=n0"),
+        &["--device virtio-net-pci", "queues=2", "mq=on"],
+    );
+    refused(
+        &run("tap,id=n0,queues=2", "e1000,netdev=n0"),
+        &["--device e1000", "queues=2", "mq=on"],
+    );
+    refused(
+        &run("tap,id=n0,queues=32", "virtio-net-pci,netdev=n0,mq=on"),
+        &["queues=32", "at most 16 queue pairs"],
+    );
+    refused(
+        &run(
+            "tap,id=n0,queues=2,vhost=on,vhostfd=7",
+            "virtio-net-pci,netdev=n0,mq=on",
+        ),
+        &["vhostfd=", "queues=2", "vhostfds= is not implemented"],
+    );
+    refused(
+        &run("tap,id=n0,fd=7,queues=2", "virtio-net-pci,netdev=n0,mq=on"),
+        &["fd=", "queues="],
+    );
+    refused(
+        &run("tap,id=n0,queues=0", "virtio-net-pci,netdev=n0,mq=on"),
+        &["queues"],
+    );
+    refused(
+        &run("tap,id=n0,queues=2", "e1000,netdev=n0,mq=on"),
+        &["'mq'"],
+    );
+    assert_eq!(dir.entries(), ["vmlinuz"]);
+}
+
 #[test]
 fn nothing_is_created_on_error() {
     let dir = TempDir::new("nothing");
@@ -457,7 +511,7 @@ fn nothing_is_created_on_error() {
             "--nic",
             "tap,ifname=tap0,queues=2",
         ],
-        &["not implemented yet"],
+        &["queues=2", "mq=on"],
     );
     refused(
         &[

@@ -46,6 +46,8 @@ const TUN: u64 = b'T' as u64;
 pub const TUNSETOFFLOAD: u64 = iow::<u32>(TUN, 208);
 /// Size of the virtio-net header on every frame (10 or 12 bytes).
 pub const TUNSETVNETHDRSZ: u64 = iow::<i32>(TUN, 216);
+/// Attaches or detaches one queue of a multi-queue tap.
+pub const TUNSETQUEUE: u64 = iow::<i32>(TUN, 217);
 
 // --- vhost / vhost-net (linux/vhost.h), type 0xAF ---
 const VHOST: u64 = 0xaf;
@@ -125,6 +127,7 @@ mod tests {
         let known = [
             (TUNSETOFFLOAD, 0x400454d0),
             (TUNSETVNETHDRSZ, 0x400454d8),
+            (TUNSETQUEUE, 0x400454d9),
             (VHOST_SET_FEATURES, 0x4008af00),
             (VHOST_SET_MEM_TABLE, 0x4008af03),
             (VHOST_SET_VRING_NUM, 0x4008af10),

@@ -1,14 +1,16 @@
 //! A virtio-net device process (with a tap, or vhost-net on a tap).
 //!
-//! Its steady state: one event loop in `epoll_wait` over the tap, the
-//! queue-notify eventfds (ioeventfds) and the IPC socket to the vCPU
-//! process; on a notification it reads the eventfd, moves frames between
-//! the guest's descriptor chains and the tap with `readv`/`writev`, and
-//! signals the queue's irqfd with `write`. Configuration requests (BAR and
-//! config-space accesses, activation, reset) come over the IPC socket as
-//! messages, some carrying descriptors. No files, no sockets, no new
-//! processes or threads: every thread it has was started before the
-//! filter, and TSYNC covers them.
+//! Its steady state: a main event loop in `epoll_wait` over the IPC
+//! socket to the vCPU process and the control queue's notify eventfd, and
+//! one thread per queue pair in `epoll_wait` over the pair's tap queue and
+//! its queues' notify eventfds (ioeventfds); on a notification a thread
+//! reads the eventfd, moves frames between the guest's descriptor chains
+//! and the tap with `readv`/`writev`, and signals the queue's irqfd with
+//! `write`. Configuration requests (BAR and config-space accesses,
+//! activation, reset) come over the IPC socket as messages, some carrying
+//! descriptors. No files, no sockets, no new processes or threads: every
+//! thread it has was started before the filter (the pair threads
+//! included), and TSYNC covers them.
 
 use crate::common::{fcntl_commands, rust_runtime};
 use crate::ioctls::*;
@@ -67,6 +69,11 @@ pub(crate) fn policy() -> Policy {
                 // Offloads and header size follow the negotiated features.
                 TUNSETOFFLOAD,
                 TUNSETVNETHDRSZ,
+                // Multiqueue: a pair's tap queue is detached while the
+                // driver uses fewer pairs (the tap then steers no frames
+                // to it) and attached again after; it changes nothing but
+                // which of the tap's own queues take frames.
+                TUNSETQUEUE,
                 // vhost-net: (re)programming the kernel's data path at
                 // activation, reading ring positions back at reset.
                 VHOST_SET_FEATURES,

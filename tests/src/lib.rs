@@ -16,7 +16,8 @@
 //! Test modules (one lab scenario each): `boot` (moatvm), `qemu` (QEMU on
 //! the same image: validates the lab itself), `virtio_tap` (virtio-net over
 //! a tap and bridge, the jail, a seccomp kill, a driver reload), `vhost`
-//! (the same with `vhost=on`), `slirp` (virtio-net on user-mode
+//! (the same with `vhost=on`), `multiqueue` (`queues=2`, `mq=on`: two
+//! queue pairs carrying two streams, userspace and vhost), `slirp` (virtio-net on user-mode
 //! networking: DHCP, traffic to L1's loopback, hostfwd, the backend's jail
 //! and a seccomp kill), `slirp_http` (an HTTP page through user-mode
 //! networking, with virtio-net and e1000, and `restrict=on`), `e1000` (the 82540EM: link, traffic, jail, driver
@@ -33,6 +34,8 @@ pub mod vmm;
 mod boot;
 #[cfg(test)]
 mod e1000;
+#[cfg(test)]
+mod multiqueue;
 #[cfg(test)]
 mod qemu;
 #[cfg(test)]

@@ -17,6 +17,11 @@
 # Steps: reboot | poweroff | shell | sleep:SECS | panic
 #        | ping:HOST[:COUNT[:INTERVAL]] | iperf:HOST[:SECS[:tx|rx[:PORT]]]
 #        | iperf-server[:PORT]   (serves one client, then goes on)
+#        | iperf2:HOST:SECS:tx|rx:PORT0:PORT1  (two iperf3 clients at once,
+#                                client i on CPU i (-A i) to PORTi, 4
+#                                streams each: one queue pair per CPU)
+#        | queues                (the interface's queue directories and the
+#                                interrupt count of each virtio queue)
 #        | reload:NIC            (rmmod the driver, insmod it, configure again)
 #        | fetch:HOST:PORT       (HTTP GET of /moat.txt)
 #        | net:DEV:ADDR/PREFIX   (configure one more interface; `MOAT net`)
@@ -211,6 +216,12 @@ act_ping() {
     say "ping host=$1 sent=${2:-3} received=${rx:-0} avg_ms=${avg:-none}"
 }
 
+# The receiver's rate (Mbit/s) in iperf3's output on stdin (the [SUM] line
+# with several streams: it comes last).
+iperf_rate() {
+    awk '/receiver$/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r }'
+}
+
 # iperf3 client: tx = guest sends, rx = guest receives (-R). Reports the
 # receiver's rate in Mbit/s.
 act_iperf() {
@@ -218,12 +229,47 @@ act_iperf() {
     rev=
     [ "$dir" = rx ] && rev=-R
     res=$(iperf3 -c "$1" -p "${4:-5201}" -t "${2:-5}" -f m $rev 2>&1)
-    rate=$(echo "$res" | awk '/receiver$/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r }')
+    rate=$(echo "$res" | iperf_rate)
     if [ -n "$rate" ]; then
         say "iperf host=$1 dir=$dir mbits=$rate"
     else
         say "iperf host=$1 dir=$dir error=$(echo "$res" | tail -n 1 | tr ' ' '_')"
     fi
+}
+
+# Two iperf3 clients at once, client i pinned to CPU i (the driver maps
+# CPU i to queue pair i) talking to port PORTi with 4 streams; tx = guest
+# sends, rx = guest receives. Reports both receivers' rates.
+act_iperf2() {
+    dir=${3:-tx}
+    rev=
+    [ "$dir" = rx ] && rev=-R
+    iperf3 -c "$1" -p "$4" -t "${2:-5}" -f m -P 4 -A 0 $rev > /tmp/iperf2.0 2>&1 &
+    p0=$!
+    iperf3 -c "$1" -p "$5" -t "${2:-5}" -f m -P 4 -A 1 $rev > /tmp/iperf2.1 2>&1 &
+    p1=$!
+    wait $p0
+    wait $p1
+    r0=$(iperf_rate < /tmp/iperf2.0)
+    r1=$(iperf_rate < /tmp/iperf2.1)
+    err0=$(tail -n 1 /tmp/iperf2.0 | tr ' ' '_')
+    err1=$(tail -n 1 /tmp/iperf2.1 | tr ' ' '_')
+    say "iperf2 host=$1 dir=$dir mbits0=${r0:-none} mbits1=${r1:-none} last0=$err0 last1=$err1"
+}
+
+# The queue directories of $dev (rx-0,rx-1,tx-0,tx-1...) and, per virtio
+# queue, its interrupts summed over the CPUs (/proc/interrupts lines
+# virtioN-input.Q / virtioN-output.Q), as input.Q=COUNT output.Q=COUNT.
+act_queues() {
+    list=$(ls "/sys/class/net/$dev/queues" 2>/dev/null | sort | tr '\n' ',')
+    irqs=$(awk '$NF ~ /^virtio[0-9]+-(input|output)\.[0-9]+$/ {
+        n = 0
+        for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i
+        name = $NF
+        sub(/^virtio[0-9]+-/, "", name)
+        printf "%s=%d ", name, n
+    }' /proc/interrupts)
+    say "queues dev=$dev list=${list%,} $irqs"
 }
 
 # iperf3 server for one client: says "ready" once the port listens (seen

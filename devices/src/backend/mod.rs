@@ -148,6 +148,13 @@ impl NetBackend for NicBackend {
             NicBackend::Frames(b) => b.set_offloads(acked),
         }
     }
+
+    fn set_attached(&mut self, attached: bool) -> io::Result<()> {
+        match self {
+            NicBackend::Tap(b) => b.set_attached(attached),
+            NicBackend::Frames(b) => b.set_attached(attached),
+        }
+    }
 }
 
 impl AsFd for NicBackend {

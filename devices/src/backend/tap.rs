@@ -247,6 +247,24 @@ impl Tap {
         Ok(value)
     }
 
+    /// Attaches this queue to its multi-queue tap again, or detaches it
+    /// (`TUNSETQUEUE`): the kernel steers no frames to a detached queue.
+    /// A queue of a single-queue tap is left alone.
+    pub fn set_queue_attached(&self, attached: bool) -> Result<()> {
+        if !self.multi_queue() {
+            return Ok(());
+        }
+        let mut ifr = ifreq("");
+        let flag = if attached {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        };
+        ifr.ifr_ifru.ifru_flags = flag as i16;
+        ioctl_ifreq(self.file.as_fd(), libc::TUNSETQUEUE, &mut ifr)
+            .map_err(|e| self.err("TUNSETQUEUE", e))
+    }
+
     fn set_persist(&self, persist: bool) -> Result<()> {
         ioctl_value(self.file.as_fd(), libc::TUNSETPERSIST, persist.into())
             .map_err(|e| self.err("TUNSETPERSIST", e))
@@ -408,6 +426,13 @@ impl NetBackend for TapBackend {
         self.offloads
     }
 
+    fn set_attached(&mut self, attached: bool) -> io::Result<()> {
+        self.tap.set_queue_attached(attached).map_err(|e| match e {
+            Error::Tap { source, .. } => source,
+            e => io::Error::other(e),
+        })
+    }
+
     fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
         if self.hdr_len == 0 {
             return Ok(());
@@ -471,8 +496,10 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// An ioctl whose argument is a pointer to an `ifreq`: only `TUNSETIFF` and
 /// `TUNGETIFF`.
 fn ioctl_ifreq(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<()> {
-    debug_assert!(request == libc::TUNSETIFF || request == libc::TUNGETIFF);
-    // SAFETY: for these two requests the kernel reads and writes at most
+    debug_assert!(
+        request == libc::TUNSETIFF || request == libc::TUNGETIFF || request == libc::TUNSETQUEUE
+    );
+    // SAFETY: for these three requests the kernel reads and writes at most
     // one `struct ifreq` at the pointer, which is valid and exclusively
     // borrowed for the call; `fd` is open for its duration.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), request, ifr as *mut libc::ifreq) })

@@ -52,7 +52,7 @@ pub struct NotifyRegion {
 
 /// How a device model raises interrupts. The hosting process implements it
 /// with one irqfd per MSI-X vector (and one, with a resample fd, for INTx).
-pub trait Interrupts: Send {
+pub trait Interrupts: Send + Sync {
     /// Raises MSI-X vector `vector`. The model has already checked that
     /// MSI-X is enabled and the vector unmasked.
     fn signal_vector(&self, vector: u16);

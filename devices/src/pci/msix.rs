@@ -268,13 +268,13 @@ impl MsixTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Fired(RefCell<Vec<u16>>);
+    struct Fired(Mutex<Vec<u16>>);
     impl Interrupts for Fired {
         fn signal_vector(&self, vector: u16) {
-            self.0.borrow_mut().push(vector);
+            self.0.lock().unwrap().push(vector);
         }
     }
 
@@ -335,17 +335,17 @@ mod tests {
         let mut t = MsixTable::new(3);
         t.set_control(CONTROL_ENABLE, &irq);
         assert!(t.signal(2, &irq));
-        assert!(irq.0.borrow().is_empty());
+        assert!(irq.0.lock().unwrap().is_empty());
         let mut pba = [0u8; 8];
         t.read_pba(0, &mut pba);
         assert_eq!(pba[0], 0b100);
         let c = write32(&mut t, 2 * 16 + 12, 0).unwrap();
         assert!(!c.masked);
         t.deliver_pending(2, &irq);
-        assert_eq!(*irq.0.borrow(), vec![2]);
+        assert_eq!(*irq.0.lock().unwrap(), vec![2]);
         assert!(!t.is_pending(2));
         assert!(t.signal(2, &irq));
-        assert_eq!(*irq.0.borrow(), vec![2, 2]);
+        assert_eq!(*irq.0.lock().unwrap(), vec![2, 2]);
         assert!(!t.signal(3, &irq));
     }
 
@@ -356,8 +356,8 @@ mod tests {
         write32(&mut t, 12, 0);
         t.set_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK, &irq);
         t.signal(0, &irq);
-        assert!(irq.0.borrow().is_empty() && t.is_pending(0));
+        assert!(irq.0.lock().unwrap().is_empty() && t.is_pending(0));
         t.set_control(CONTROL_ENABLE, &irq);
-        assert_eq!(*irq.0.borrow(), vec![0]);
+        assert_eq!(*irq.0.lock().unwrap(), vec![0]);
     }
 }

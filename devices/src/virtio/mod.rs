@@ -26,14 +26,15 @@
 //!   [`backend_writable`](pci::VirtioPci::backend_writable).
 
 pub mod chain;
+pub mod irq;
 pub mod net;
 pub mod pci;
 
 #[cfg(test)]
 mod tests;
 
-use virtio_queue::Queue;
-use vm_memory::GuestMemory;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 /// Feature bits common to all devices (bit numbers as masks).
 pub mod features {
@@ -142,6 +143,7 @@ pub struct QueueCtx<'a, M> {
     pub mem: &'a M,
     queues: &'a mut [QueueSlot],
     used: u64,
+    raise: u64,
     config_changed: bool,
 }
 
@@ -151,6 +153,7 @@ impl<'a, M: GuestMemory> QueueCtx<'a, M> {
             mem,
             queues,
             used: 0,
+            raise: 0,
             config_changed: false,
         }
     }
@@ -179,10 +182,30 @@ impl<'a, M: GuestMemory> QueueCtx<'a, M> {
         Some((spec, s.msix_vector))
     }
 
+    /// Takes queue `index` (if enabled) out of the transport for a data
+    /// path that works it on its own until the device resets; the
+    /// transport keeps the registers and a fresh queue in its place.
+    pub fn take_queue(&mut self, index: u16) -> Option<Queue> {
+        let slot = self
+            .queues
+            .get_mut(usize::from(index))
+            .filter(|s| s.enabled)?;
+        let fresh = Queue::new(slot.max_size).ok()?;
+        Some(std::mem::replace(&mut slot.queue, fresh))
+    }
+
     /// Records that queue `index` got used buffers.
     pub fn mark_used(&mut self, index: u16) {
         if index < 64 {
             self.used |= 1 << index;
+        }
+    }
+
+    /// Asks for queue `index`'s interrupt: the caller has applied
+    /// notification suppression already (its queue is not the transport's).
+    pub fn raise(&mut self, index: u16) {
+        if index < 64 {
+            self.raise |= 1 << index;
         }
     }
 
@@ -191,9 +214,29 @@ impl<'a, M: GuestMemory> QueueCtx<'a, M> {
         self.config_changed = true;
     }
 
-    pub(crate) fn take(self) -> (u64, bool) {
-        (self.used, self.config_changed)
+    pub(crate) fn take(self) -> (u64, u64, bool) {
+        (self.used, self.raise, self.config_changed)
     }
+}
+
+/// avail->flags: the driver wants no interrupts (without EVENT_IDX).
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Whether the driver wants an interrupt for the used buffers just put on
+/// `queue` (queue index `index`, for errors): EVENT_IDX's used_event, or
+/// the avail ring's NO_INTERRUPT flag.
+pub fn needs_interrupt<M: GuestMemory>(queue: &mut Queue, mem: &M, index: u16) -> Result<bool> {
+    let ring = |source| Error::Ring {
+        queue: index,
+        source,
+    };
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem).map_err(ring);
+    }
+    let flags: u16 = mem
+        .read_obj(GuestAddress(queue.avail_ring()))
+        .map_err(|e| ring(virtio_queue::Error::GuestMemory(e)))?;
+    Ok(u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0)
 }
 
 /// Rate-limits a log line: it is let through at the 1st, 2nd, 4th, 8th...

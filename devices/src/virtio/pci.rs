@@ -12,11 +12,16 @@
 //! notify_off_multiplier = 4). MSI-X has one vector per queue plus one for
 //! configuration changes.
 
+use std::sync::Arc;
+
 use log::warn;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
-use super::{features, status, Error, LogLimiter, QueueCtx, QueueSlot, Result, VirtioDevice};
+use super::irq::Signals;
+use super::{
+    features, needs_interrupt, status, Error, LogLimiter, QueueCtx, QueueSlot, Result, VirtioDevice,
+};
 use crate::pci::msix::MsixTable;
 use crate::pci::{
     offset, BarInfo, BarKind, ConfigSpace, HostedPciDevice, Interrupts, NotifyRegion, PciDevice,
@@ -26,8 +31,7 @@ use crate::pci::{
 pub const VENDOR_ID: u16 = 0x1af4;
 /// A modern device's PCI device ID is this plus its virtio device ID.
 pub const DEVICE_ID_BASE: u16 = 0x1040;
-/// "No vector" in the MSI-X vector registers.
-pub const NO_VECTOR: u16 = 0xffff;
+pub use super::irq::NO_VECTOR;
 
 /// The BAR holding every structure.
 pub const BAR: u8 = 0;
@@ -53,11 +57,6 @@ mod cap {
     pub const PCI_CFG: u8 = 5;
 }
 
-/// ISR status bits.
-const ISR_QUEUE: u8 = 1;
-const ISR_CONFIG: u8 = 2;
-/// avail->flags: the driver wants no interrupts (without EVENT_IDX).
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// Command register: INTx disabled.
 const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 
@@ -75,22 +74,20 @@ enum Region {
 /// interrupts through `I`.
 pub struct VirtioPci<D, M, I> {
     config: ConfigSpace,
-    msix: MsixTable,
+    /// MSI-X, the ISR and DEVICE_NEEDS_RESET, shared with data-path workers.
+    signals: Arc<Signals<I>>,
+    msix_vectors: u16,
     msix_cap: usize,
     pci_cfg_cap: usize,
     device: D,
     mem: M,
-    irq: I,
     status: u8,
     device_feature_select: u32,
     driver_feature_select: u32,
     driver_features: u64,
     queue_select: u16,
-    config_vector: u16,
     config_generation: u8,
-    isr: u8,
     queues: Vec<QueueSlot>,
-    faults: LogLimiter,
     oddities: LogLimiter,
 }
 
@@ -185,6 +182,7 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         config.set_writable_u32(pci_cfg_cap + 8, u32::MAX);
         config.set_writable_u32(pci_cfg_cap + 12, u32::MAX);
         let msix = MsixTable::new(nq as u16 + 1);
+        let msix_vectors = msix.len();
         let msix_cap = msix
             .add_capability(
                 &mut config,
@@ -194,24 +192,22 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
                 MSIX_PBA_OFFSET as u32,
             )
             .unwrap_or(0);
+        let device_id = DEVICE_ID_BASE + device.device_type();
         Ok(VirtioPci {
             config,
-            msix,
+            signals: Arc::new(Signals::new(irq, msix_vectors, queues.len(), device_id)),
+            msix_vectors,
             msix_cap,
             pci_cfg_cap,
             device,
             mem,
-            irq,
             status: 0,
             device_feature_select: 0,
             driver_feature_select: 0,
             driver_features: 0,
             queue_select: 0,
-            config_vector: NO_VECTOR,
             config_generation: 0,
-            isr: 0,
             queues,
-            faults: LogLimiter::default(),
             oddities: LogLimiter::default(),
         })
     }
@@ -235,16 +231,26 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
     }
 
     pub fn interrupts(&self) -> &I {
-        &self.irq
+        self.signals.interrupts()
     }
 
-    pub fn msix(&self) -> &MsixTable {
-        &self.msix
+    /// The interrupt state data-path workers share.
+    pub fn signals(&self) -> &Arc<Signals<I>> {
+        &self.signals
+    }
+
+    /// A copy of the MSI-X table as it stands.
+    pub fn msix(&self) -> MsixTable {
+        self.signals.lock().msix.clone()
     }
 
     /// The device status register.
     pub fn status(&self) -> u8 {
-        self.status
+        if self.signals.broken() {
+            self.status | status::DEVICE_NEEDS_RESET
+        } else {
+            self.status
+        }
     }
 
     /// Features the driver acknowledged (final once FEATURES_OK is set).
@@ -256,7 +262,8 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
     /// FAILED nor DEVICE_NEEDS_RESET.
     pub fn live(&self) -> bool {
         self.status & status::DRIVER_OK != 0
-            && self.status & (status::FAILED | status::DEVICE_NEEDS_RESET) == 0
+            && self.status & status::FAILED == 0
+            && !self.signals.broken()
     }
 
     /// Lets the device work on its queues (if live), then raises the
@@ -270,11 +277,14 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         }
         let mut ctx = QueueCtx::new(&self.mem, &mut self.queues);
         let result = f(&mut self.device, &mut ctx);
-        let (used, config_changed) = ctx.take();
+        let (used, raise, config_changed) = ctx.take();
         for q in 0..self.queues.len() as u16 {
-            if used & (1 << q) != 0 {
-                match self.needs_interrupt(q) {
-                    Ok(true) => self.queue_interrupt(q),
+            if raise & (1 << q) != 0 {
+                self.signals.queue_interrupt(q);
+            } else if used & (1 << q) != 0 {
+                let slot = &mut self.queues[usize::from(q)];
+                match needs_interrupt(&mut slot.queue, &self.mem, q) {
+                    Ok(true) => self.signals.queue_interrupt(q),
                     Ok(false) => {}
                     Err(e) => self.fault(e),
                 }
@@ -282,40 +292,16 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         }
         if config_changed {
             self.config_generation = self.config_generation.wrapping_add(1);
-            self.config_interrupt();
+            self.signals.config_interrupt();
         }
         if let Err(e) = result {
             self.fault(e);
         }
     }
 
-    /// Whether the driver wants an interrupt for the used buffers of `q`.
-    fn needs_interrupt(&mut self, q: u16) -> Result<bool> {
-        let slot = &mut self.queues[usize::from(q)];
-        let ring = |source| Error::Ring { queue: q, source };
-        if slot.queue.event_idx_enabled() {
-            return slot.queue.needs_notification(&self.mem).map_err(ring);
-        }
-        let flags: u16 = self
-            .mem
-            .read_obj(GuestAddress(slot.avail))
-            .map_err(|e| ring(virtio_queue::Error::GuestMemory(e)))?;
-        Ok(u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0)
-    }
-
     /// Logs (rate-limited) what the guest did wrong and asks for a reset.
     fn fault(&mut self, e: Error) {
-        if self.faults.hit() {
-            warn!(
-                "virtio-pci {:04x}: {e}; device needs reset ({} faults)",
-                DEVICE_ID_BASE + self.device.device_type(),
-                self.faults.count()
-            );
-        }
-        if self.status & status::DEVICE_NEEDS_RESET == 0 {
-            self.status |= status::DEVICE_NEEDS_RESET;
-            self.config_interrupt();
-        }
+        self.signals.fault(&e);
     }
 
     /// Logs (rate-limited) an access the model ignores.
@@ -325,46 +311,26 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         }
     }
 
-    fn interrupt(&mut self, vector: u16) {
-        if self.msix.enabled() {
-            if vector != NO_VECTOR {
-                self.msix.signal(vector, &self.irq);
-            }
-        } else if self.config.u16_at(offset::COMMAND) & COMMAND_INTX_DISABLE == 0 {
-            self.irq.assert_intx();
-        }
-    }
-
     /// Interrupts for queue `q` as if it had just got used buffers: for a
     /// kernel data path whose interrupts reach the host (its vector masked,
     /// or INTx), which has already applied notification suppression.
     pub fn raise_queue_interrupt(&mut self, q: u16) {
         if self.live() && usize::from(q) < self.queues.len() {
-            self.queue_interrupt(q);
+            self.signals.queue_interrupt(q);
         }
-    }
-
-    fn queue_interrupt(&mut self, q: u16) {
-        if !self.msix.enabled() {
-            self.isr |= ISR_QUEUE;
-        }
-        self.interrupt(self.queues[usize::from(q)].msix_vector);
-    }
-
-    fn config_interrupt(&mut self) {
-        self.isr |= ISR_CONFIG;
-        self.interrupt(self.config_vector);
     }
 
     /// Back to the power-on state, except MSI-X, which belongs to PCI.
+    /// The device resets first: it stops its data-path workers before the
+    /// queues they worked change under them.
     fn reset(&mut self) {
+        self.device.reset();
         self.status = 0;
         self.device_feature_select = 0;
         self.driver_feature_select = 0;
         self.driver_features = 0;
         self.queue_select = 0;
-        self.config_vector = NO_VECTOR;
-        self.isr = 0;
+        self.signals.reset();
         for slot in &mut self.queues {
             slot.queue.reset();
             slot.size = slot.max_size;
@@ -374,7 +340,6 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
             slot.msix_vector = NO_VECTOR;
             slot.enabled = false;
         }
-        self.device.reset();
     }
 
     fn write_status(&mut self, value: u8) {
@@ -477,9 +442,9 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
             0x04 => half(self.device.features(), self.device_feature_select),
             0x08 => self.driver_feature_select,
             0x0c => half(self.driver_features, self.driver_feature_select),
-            0x10 => u32::from(self.config_vector),
+            0x10 => u32::from(self.signals.lock().config_vector),
             0x12 => self.queues.len() as u32,
-            0x14 => u32::from(self.status),
+            0x14 => u32::from(self.status()),
             0x15 => u32::from(self.config_generation),
             0x16 => u32::from(self.queue_select),
             0x18 => q(|s| u32::from(s.size)),
@@ -528,7 +493,7 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
         let v = u32::from_le_bytes(b);
         let v16 = v as u16;
         let features_locked = self.status & status::FEATURES_OK != 0;
-        let vectors = self.msix.len();
+        let vectors = self.msix_vectors;
         let valid_vector = |v: u16| if v < vectors { v } else { NO_VECTOR };
         match off {
             0x00 => self.device_feature_select = v,
@@ -538,12 +503,17 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
                 1 => self.driver_features = self.driver_features & 0xffff_ffff | u64::from(v) << 32,
                 _ => {}
             },
-            0x10 => self.config_vector = valid_vector(v16),
+            0x10 => self.signals.lock().config_vector = valid_vector(v16),
             0x14 => self.write_status(v as u8),
             0x16 => self.queue_select = v16,
             0x1a => {
+                let q = usize::from(self.queue_select);
                 if let Some(s) = self.selected() {
                     s.msix_vector = valid_vector(v16);
+                    let v = s.msix_vector;
+                    if let Some(slot) = self.signals.lock().queue_vectors.get_mut(q) {
+                        *slot = v;
+                    }
                 }
             }
             0x1c => {
@@ -593,8 +563,12 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> VirtioPci<D, M, I> {
                 Some(Region::Device(off))
             }
             NOTIFY_OFFSET => Some(Region::Notify(off)),
-            MSIX_TABLE_OFFSET if inside(self.msix.table_bytes()) => Some(Region::MsixTable(off)),
-            MSIX_PBA_OFFSET if inside(self.msix.pba_bytes()) => Some(Region::MsixPba(off)),
+            MSIX_TABLE_OFFSET if inside(u64::from(self.msix_vectors) * 16) => {
+                Some(Region::MsixTable(off))
+            }
+            MSIX_PBA_OFFSET if inside(u64::from(self.msix_vectors).div_ceil(64) * 8) => {
+                Some(Region::MsixPba(off))
+            }
             _ => None,
         }
     }
@@ -645,13 +619,15 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> PciDevice for Virtio
             return;
         }
         self.config.write_reg(reg, offset, data);
+        let intx = self.config.u16_at(offset::COMMAND) & COMMAND_INTX_DISABLE == 0;
+        self.signals.lock().intx_enabled = intx;
         let Some(start) = reg.checked_mul(4).and_then(|r| r.checked_add(offset)) else {
             return;
         };
         let control = self.msix_cap + 2;
         if self.msix_cap != 0 && start < control + 2 && start + data.len() > control {
             let value = self.config.u16_at(control);
-            self.msix.set_control(value, &self.irq);
+            self.signals.set_msix_control(value);
         }
     }
 }
@@ -678,13 +654,13 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> HostedPciDevice for 
             Some(Region::Isr(off)) => {
                 // Reading the ISR clears it (and so lowers INTx).
                 if off == 0 {
-                    data[0] = std::mem::take(&mut self.isr);
+                    data[0] = std::mem::take(&mut self.signals.lock().isr);
                 }
             }
             Some(Region::Device(off)) => self.device.read_config(off, data),
             Some(Region::Notify(_)) => {}
-            Some(Region::MsixTable(off)) => self.msix.read_table(off, data),
-            Some(Region::MsixPba(off)) => self.msix.read_pba(off, data),
+            Some(Region::MsixTable(off)) => self.signals.lock().msix.read_table(off, data),
+            Some(Region::MsixPba(off)) => self.signals.lock().msix.read_pba(off, data),
             None => self.odd("BAR read", offset, data.len()),
         }
     }
@@ -705,12 +681,7 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> HostedPciDevice for 
                     _ => self.odd("notify", offset, data.len()),
                 }
             }
-            Some(Region::MsixTable(off)) => {
-                if let Some(change) = self.msix.write_table(off, data) {
-                    self.irq.msix_changed(&change);
-                    self.msix.deliver_pending(change.vector, &self.irq);
-                }
-            }
+            Some(Region::MsixTable(off)) => self.signals.write_msix_table(off, data),
             Some(Region::Isr(_)) | Some(Region::MsixPba(_)) => {}
             None => self.odd("BAR write", offset, data.len()),
         }
@@ -732,12 +703,10 @@ impl<D: VirtioDevice, M: GuestMemory + Send, I: Interrupts> HostedPciDevice for 
     }
 
     fn msix_vectors(&self) -> u16 {
-        self.msix.len()
+        self.msix_vectors
     }
 
     fn intx_resample(&mut self) {
-        if self.isr != 0 && !self.msix.enabled() {
-            self.interrupt(NO_VECTOR);
-        }
+        self.signals.intx_resample();
     }
 }

@@ -1,6 +1,10 @@
 //! The device process's side of vhost-net: the [`NetOffload`] the
-//! virtio-net model starts at DRIVER_OK and stops at reset, and the
-//! bookkeeping that points each ring's interrupts where they belong.
+//! virtio-net model starts at DRIVER_OK (and as the driver sets more
+//! queue pairs) and stops at reset (or fewer pairs), and the bookkeeping
+//! that points each ring's interrupts where they belong. Each queue pair
+//! has its own vhost-net instance (its own descriptor, opened by the
+//! launcher) over its own tap queue; within an instance the pair's rings
+//! are 0 (RX) and 1 (TX), while the device numbers them 2p and 2p + 1.
 //!
 //! The kernel's worker is woken by the queue's doorbell (the same eventfd
 //! KVM signals as ioeventfd, never polled here) and interrupts through a
@@ -10,7 +14,7 @@
 //! bit or the ISR and no interrupt is lost.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::backend::vhost_net::{VhostNet, VringSpec};
@@ -26,13 +30,15 @@ const NO_VECTOR: u16 = 0xffff;
 /// State shared by the offload (in the model) and the interrupt side (the
 /// host's `Irqfds`, which hears of MSI-X table changes).
 pub struct VhostShared {
-    vhost: VhostNet,
+    /// One instance per queue pair.
+    vhost: Vec<VhostNet>,
     /// Doorbell eventfd of each queue (index = queue), set once the vCPU
     /// process registered them.
     kicks: OnceLock<Vec<Option<KernelEventFd>>>,
     /// The irqfd of each MSI-X vector.
     irqfds: OnceLock<Vec<KernelEventFd>>,
-    /// One proxy per ring (RX, TX), polled by the device process.
+    /// One proxy per data queue (index = queue), polled by the device
+    /// process.
     proxies: Vec<EventFd>,
     proxy_handles: Vec<KernelEventFd>,
     state: Mutex<Rings>,
@@ -41,17 +47,18 @@ pub struct VhostShared {
 /// Which rings run and which vectors the guest masked.
 #[derive(Default)]
 struct Rings {
-    /// (ring index, vector) while started.
+    /// (queue index, vector) of each running ring.
     running: Vec<(usize, u16)>,
     masked: Vec<u16>,
 }
 
 impl VhostShared {
-    /// Wraps an owned vhost-net instance; creates the proxies.
-    pub fn new(vhost: VhostNet) -> io::Result<Arc<Self>> {
+    /// Wraps the owned vhost-net instances (one per pair); creates the
+    /// proxies.
+    pub fn new(vhost: Vec<VhostNet>) -> io::Result<Arc<Self>> {
         let mut proxies = Vec::new();
         let mut proxy_handles = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..2 * vhost.len() {
             let fd = EventFd::new()?;
             proxy_handles.push(kernel_eventfd(&fd)?);
             proxies.push(fd);
@@ -90,7 +97,16 @@ impl VhostShared {
         Ok(())
     }
 
-    /// The call eventfd for ring `ring` raising `vector`.
+    /// Points queue `queue`'s ring at `call`.
+    fn set_call(&self, queue: usize, call: &KernelEventFd) -> io::Result<()> {
+        let vhost = self
+            .vhost
+            .get(queue / 2)
+            .ok_or_else(|| io::Error::other(format!("queue {queue} has no vhost-net instance")))?;
+        vhost.set_call(queue % 2, call).map_err(io::Error::other)
+    }
+
+    /// The call eventfd for queue `ring` raising `vector`.
     fn call_for(&self, ring: usize, vector: u16, masked: &[u16]) -> Option<&KernelEventFd> {
         let irqfd = self.irqfds.get()?.get(usize::from(vector));
         match irqfd {
@@ -114,7 +130,7 @@ impl VhostShared {
             let Some(call) = self.call_for(ring, v, &state.masked) else {
                 continue;
             };
-            if let Err(e) = self.vhost.set_call(ring, call) {
+            if let Err(e) = self.set_call(ring, call) {
                 warn!("{}: {e}", name());
             }
         }
@@ -134,16 +150,18 @@ pub struct VhostOffload {
     shared: Arc<VhostShared>,
     /// vhost-net's features.
     supported: u64,
-    tap: RawFd,
+    /// The tap queue of each pair.
+    taps: Vec<RawFd>,
 }
 
 impl VhostOffload {
-    /// `tap` stays open as long as the model (its backend owns it).
-    pub fn new(shared: Arc<VhostShared>, supported: u64, tap: RawFd) -> Self {
+    /// `taps` (one per pair) stay open as long as the model (its backends
+    /// own them).
+    pub fn new(shared: Arc<VhostShared>, supported: u64, taps: Vec<RawFd>) -> Self {
         VhostOffload {
             shared,
             supported,
-            tap,
+            taps,
         }
     }
 }
@@ -153,7 +171,13 @@ impl NetOffload for VhostOffload {
         self.supported & OFFLOAD_RING_FEATURES
     }
 
-    fn start(&mut self, features: u64, rings: &[(VringSpec, u16)]) -> io::Result<()> {
+    fn start(&mut self, features: u64, pair: u16, rings: &[(VringSpec, u16)]) -> io::Result<()> {
+        let p = usize::from(pair);
+        let (Some(vhost), Some(&tap)) = (self.shared.vhost.get(p), self.taps.get(p)) else {
+            return Err(io::Error::other(format!(
+                "pair {pair} has no vhost-net instance"
+            )));
+        };
         let shared = &self.shared;
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let kicks = shared
@@ -169,29 +193,37 @@ impl NetOffload for VhostOffload {
             let call = shared
                 .call_for(spec.index, vector, &state.masked)
                 .ok_or_else(|| io::Error::other("no call eventfd"))?;
-            plan.push((spec, kick, call));
+            // Within the pair's instance: 0 RX, 1 TX.
+            let local = VringSpec {
+                index: spec.index % 2,
+                ..spec
+            };
+            plan.push((local, kick, call));
         }
-        shared
-            .vhost
-            .start(features & self.supported, &plan, self.tap)
+        vhost
+            .start(features & self.supported, &plan, tap)
             .map_err(io::Error::other)?;
-        state.running = rings.iter().map(|(s, v)| (s.index, *v)).collect();
-        info!("{}: vhost-net runs the RX and TX queues", name());
+        state
+            .running
+            .extend(rings.iter().map(|(s, v)| (s.index, *v)));
+        info!("{}: vhost-net runs queue pair {pair}", name());
         Ok(())
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, pair: u16) -> Vec<(u16, u16)> {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (ring, _) in std::mem::take(&mut state.running) {
-            if let Err(e) = self.shared.vhost.stop(ring) {
-                warn!("{}: {e}", name());
+        let p = usize::from(pair);
+        let mut stopped = Vec::new();
+        let Some(vhost) = self.shared.vhost.get(p) else {
+            return stopped;
+        };
+        state.running.retain(|&(q, _)| q / 2 != p);
+        for ring in 0..2 {
+            match vhost.stop(ring) {
+                Ok(base) => stopped.push((2 * pair + ring as u16, base)),
+                Err(e) => warn!("{}: {e}", name()),
             }
         }
-    }
-}
-
-impl AsRawFd for VhostShared {
-    fn as_raw_fd(&self) -> RawFd {
-        self.vhost.as_raw_fd()
+        stopped
     }
 }

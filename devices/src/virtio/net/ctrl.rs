@@ -1,10 +1,10 @@
 //! virtio-net control queue: receive-mode and MAC commands, recorded and
-//! acknowledged.
+//! acknowledged, and multiqueue's VQ_PAIRS_SET, carried out.
 
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::{features, Net, NetBackend, CTRL, CTRL_ERR, CTRL_OK};
+use super::{features, Net, NetBackend, CTRL_ERR, CTRL_OK};
 use crate::virtio::chain::walk;
 use crate::virtio::{Error, QueueCtx, Result};
 
@@ -17,53 +17,64 @@ const RX_ALLMULTI: u8 = 1;
 const CLASS_MAC: u8 = 1;
 const MAC_TABLE_SET: u8 = 0;
 const MAC_ADDR_SET: u8 = 1;
+const CLASS_MQ: u8 = 4;
+const MQ_VQ_PAIRS_SET: u8 = 0;
 
 impl<B: NetBackend> Net<B> {
     /// Answers every command on the control queue.
     pub(super) fn process_ctrl<M: GuestMemory>(&mut self, ctx: &mut QueueCtx<'_, M>) -> Result<()> {
         let mem = ctx.mem;
-        let Some(q) = ctx.queue(CTRL) else {
+        let queue = self.ctrl_queue();
+        if ctx.queue(queue).is_none() {
             return Ok(());
-        };
-        let ring = |source| Error::Ring {
-            queue: CTRL,
-            source,
-        };
+        }
+        let ring = |source| Error::Ring { queue, source };
         let mut used = false;
         // virtio-queue's notification loop: with EVENT_IDX,
         // enable_notification is what publishes avail_event. Without it,
         // avail_event stays where the driver zeroed it, and Linux (whose
         // vring_need_event then says no) kicks for the first command only,
         // then busy-polls the second one forever.
+        // The queue is looked up again after each command: carrying one
+        // out (VQ_PAIRS_SET) needs the context too.
+        fn q<'c, M: GuestMemory>(
+            ctx: &'c mut QueueCtx<'_, M>,
+            queue: u16,
+        ) -> Result<&'c mut Queue> {
+            ctx.queue(queue).ok_or(Error::BadQueue {
+                queue,
+                detail: "disabled while in use".into(),
+            })
+        }
         loop {
-            q.disable_notification(mem).map_err(ring)?;
+            q(ctx, queue)?.disable_notification(mem).map_err(ring)?;
             loop {
-                let next = q.iter(mem).map_err(ring)?.next();
+                let next = q(ctx, queue)?.iter(mem).map_err(ring)?.next();
                 let Some(chain) = next else {
                     break;
                 };
                 let head = chain.head_index();
                 let Some(ack_at) = self.read_command(mem, chain)? else {
-                    return Err(Error::BadChain { queue: CTRL, head });
+                    return Err(Error::BadChain { queue, head });
                 };
                 let ack = match self.ctrl_buf.len() {
-                    0..=CTRL_MAX => self.command(),
+                    0..=CTRL_MAX => self.command(ctx)?,
                     _ => CTRL_ERR,
                 };
                 mem.write_obj(ack, ack_at).map_err(|_| Error::BadBuffer {
-                    queue: CTRL,
+                    queue,
                     addr: ack_at.0,
                     len: 1,
                 })?;
-                q.add_used(mem, head, 1).map_err(ring)?;
+                q(ctx, queue)?.add_used(mem, head, 1).map_err(ring)?;
                 used = true;
             }
-            if !q.enable_notification(mem).map_err(ring)? {
+            if !q(ctx, queue)?.enable_notification(mem).map_err(ring)? {
                 break;
             }
         }
         if used {
-            ctx.mark_used(CTRL);
+            ctx.mark_used(queue);
         }
         Ok(())
     }
@@ -76,13 +87,14 @@ impl<B: NetBackend> Net<B> {
         mem: &M,
         chain: DescriptorChain<&M>,
     ) -> Result<Option<GuestAddress>> {
+        let queue = self.ctrl_queue();
         let buf = &mut self.ctrl_buf;
         buf.clear();
         let mut ack_at = None;
         let mut too_big = false;
-        walk(CTRL, chain, |d| {
+        walk(queue, chain, |d| {
             let bad = || Error::BadBuffer {
-                queue: CTRL,
+                queue,
                 addr: d.addr().0,
                 len: d.len(),
             };
@@ -98,7 +110,7 @@ impl<B: NetBackend> Net<B> {
             }
             if ack_at.is_some() {
                 return Err(Error::WrongDirection {
-                    queue: CTRL,
+                    queue,
                     which: "device-readable",
                 });
             }
@@ -120,12 +132,24 @@ impl<B: NetBackend> Net<B> {
     }
 
     /// Carries out the command in `ctrl_buf`; returns the ack.
-    fn command(&mut self) -> u8 {
+    fn command<M: GuestMemory>(&mut self, ctx: &mut QueueCtx<'_, M>) -> Result<u8> {
         let buf = &self.ctrl_buf;
         let (Some(&class), Some(&cmd)) = (buf.first(), buf.get(1)) else {
-            return CTRL_ERR;
+            return Ok(CTRL_ERR);
         };
         let data = &buf[2..];
+        if class == CLASS_MQ {
+            return match (cmd, data) {
+                (MQ_VQ_PAIRS_SET, &[lo, hi]) => self.set_pairs(u16::from_le_bytes([lo, hi]), ctx),
+                _ => Ok(CTRL_ERR),
+            };
+        }
+        Ok(self.rx_command(class, cmd))
+    }
+
+    /// Receive-mode and MAC commands: recorded; returns the ack.
+    fn rx_command(&mut self, class: u8, cmd: u8) -> u8 {
+        let data = &self.ctrl_buf[2..];
         let rx = self.acked & features::CTRL_RX != 0;
         match (class, cmd, data) {
             (CLASS_RX, RX_PROMISC, &[on]) if rx => self.filter.promisc = on != 0,

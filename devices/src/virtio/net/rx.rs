@@ -5,11 +5,12 @@ use std::io;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
-use super::{features, rewind, Net, NetBackend, HDR_LEN, MAX_FRAME, RX};
+use super::pair::Pair;
+use super::{features, rewind, NetBackend, HDR_LEN, MAX_FRAME};
 use crate::virtio::chain::{as_io_slices_mut, walk};
-use crate::virtio::{Error, QueueCtx, Result};
+use crate::virtio::{Error, Result};
 
-impl<B: NetBackend> Net<B> {
+impl<B: NetBackend> Pair<B> {
     /// Bytes of buffer the driver must give for one received frame.
     pub(super) fn rx_need(&self) -> usize {
         let gso = features::GUEST_TSO4 | features::GUEST_TSO6 | features::GUEST_UFO;
@@ -22,13 +23,19 @@ impl<B: NetBackend> Net<B> {
     }
 
     /// Moves frames from the backend into the receive queue until either
-    /// runs dry.
-    pub(super) fn process_rx<M: GuestMemory>(&mut self, ctx: &mut QueueCtx<'_, M>) -> Result<()> {
-        let mem = ctx.mem;
-        let Some(q) = ctx.queue(RX) else {
-            return Ok(());
+    /// runs dry; returns whether the queue got used buffers.
+    pub(super) fn process_rx<M: GuestMemory>(&mut self, mem: &M) -> Result<bool> {
+        let Some(mut q) = self.rx.take() else {
+            return Ok(false);
         };
-        let ring = |source| Error::Ring { queue: RX, source };
+        let result = self.process_rx_on(mem, &mut q);
+        self.rx = Some(q);
+        result
+    }
+
+    fn process_rx_on<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool> {
+        let queue = self.rx_index();
+        let ring = |source| Error::Ring { queue, source };
         let mrg = self.acked & features::MRG_RXBUF != 0;
         let need = self.rx_need();
         let mut used = false;
@@ -51,10 +58,7 @@ impl<B: NetBackend> Net<B> {
             }
             used |= self.read_frame(mem, q)?;
         }
-        if used {
-            ctx.mark_used(RX);
-        }
-        Ok(())
+        Ok(used)
     }
 
     /// Takes chains off the receive ring (one, or with `mrg` enough for
@@ -66,11 +70,12 @@ impl<B: NetBackend> Net<B> {
         mrg: bool,
         need: usize,
     ) -> Result<()> {
+        let queue = self.rx_index();
         self.iov.clear();
         self.rx_chains.clear();
         let chains = q
             .iter(mem)
-            .map_err(|source| Error::Ring { queue: RX, source })?;
+            .map_err(|source| Error::Ring { queue, source })?;
         let mut have = 0;
         for chain in chains {
             let head = chain.head_index();
@@ -78,19 +83,19 @@ impl<B: NetBackend> Net<B> {
             let mut len = 0;
             // More than IOV_MAX segments for one frame is no real driver's
             // doing (Linux's buffers are 1.5 KiB and up): a fault.
-            walk(RX, chain, |d| {
+            walk(queue, chain, |d| {
                 if !d.is_write_only() {
                     return Err(Error::WrongDirection {
-                        queue: RX,
+                        queue,
                         which: "device-readable",
                     });
                 }
                 len += d.len() as usize;
-                iov.push_guest(mem, RX, d.addr(), d.len(), true)
+                iov.push_guest(mem, queue, d.addr(), d.len(), true)
             })?;
             if len < HDR_LEN {
                 return Err(Error::ShortBuffer {
-                    queue: RX,
+                    queue,
                     len,
                     need: HDR_LEN,
                 });
@@ -107,7 +112,8 @@ impl<B: NetBackend> Net<B> {
     /// Reads one frame into the gathered buffers and returns the chains it
     /// filled to the driver. Returns whether any were used.
     fn read_frame<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool> {
-        let ring = |source| Error::Ring { queue: RX, source };
+        let queue = self.rx_index();
+        let ring = |source| Error::Ring { queue, source };
         let bare = self.backend.vnet_hdr_len() == 0;
         if bare {
             self.iov.write_at(0, &[0; HDR_LEN]);

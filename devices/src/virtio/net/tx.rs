@@ -2,21 +2,29 @@
 
 use std::io;
 
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
-use super::{Net, NetBackend, HDR_LEN, MAX_FRAME, TX};
+use super::pair::Pair;
+use super::{NetBackend, HDR_LEN, MAX_FRAME};
 use crate::virtio::chain::{as_io_slices, walk};
-use crate::virtio::{Error, QueueCtx, Result};
+use crate::virtio::{Error, Result};
 
-impl<B: NetBackend> Net<B> {
-    /// Sends every frame on the transmit queue to the backend.
-    pub(super) fn process_tx<M: GuestMemory>(&mut self, ctx: &mut QueueCtx<'_, M>) -> Result<()> {
-        let mem = ctx.mem;
-        let Some(q) = ctx.queue(TX) else {
-            return Ok(());
+impl<B: NetBackend> Pair<B> {
+    /// Sends every frame on the transmit queue to the backend; returns
+    /// whether the queue got used buffers.
+    pub(super) fn process_tx<M: GuestMemory>(&mut self, mem: &M) -> Result<bool> {
+        let Some(mut q) = self.tx.take() else {
+            return Ok(false);
         };
-        let ring = |source| Error::Ring { queue: TX, source };
+        let result = self.process_tx_on(mem, &mut q);
+        self.tx = Some(q);
+        result
+    }
+
+    fn process_tx_on<M: GuestMemory>(&mut self, mem: &M, q: &mut Queue) -> Result<bool> {
+        let queue = self.tx_index();
+        let ring = |source| Error::Ring { queue, source };
         let mut used = false;
         while !self.tx_blocked {
             q.disable_notification(mem).map_err(ring)?;
@@ -38,25 +46,23 @@ impl<B: NetBackend> Net<B> {
                 break;
             }
         }
-        if used {
-            ctx.mark_used(TX);
-        }
-        Ok(())
+        Ok(used)
     }
 
     /// Writes the frame of `chain` to the backend (or drops it if it is
     /// malformed or refused). Returns false if the backend would block.
     fn send_frame<M: GuestMemory>(&mut self, mem: &M, chain: DescriptorChain<&M>) -> Result<bool> {
+        let queue = self.tx_index();
         self.iov.clear();
         let iov = &mut self.iov;
-        let walked = walk(TX, chain, |d| {
+        let walked = walk(queue, chain, |d| {
             if d.is_write_only() {
                 return Err(Error::WrongDirection {
-                    queue: TX,
+                    queue,
                     which: "device-writable",
                 });
             }
-            iov.push_guest(mem, TX, d.addr(), d.len(), false)
+            iov.push_guest(mem, queue, d.addr(), d.len(), false)
         });
         let total = self.iov.bytes();
         match walked {

@@ -4,6 +4,7 @@
 
 mod hostile;
 mod linux;
+mod multiqueue;
 mod net;
 mod offload;
 mod transport;
@@ -100,6 +101,7 @@ pub struct WireState {
     pub to_guest: VecDeque<Vec<u8>>,
     pub from_guest: Vec<Vec<u8>>,
     pub offload_calls: Vec<u64>,
+    pub attach_calls: Vec<bool>,
     pub block_writes: bool,
 }
 
@@ -154,6 +156,10 @@ impl NetBackend for FakeBackend {
     }
     fn set_offloads(&mut self, acked: u64) -> io::Result<()> {
         self.wire.0.lock().unwrap().offload_calls.push(acked);
+        Ok(())
+    }
+    fn set_attached(&mut self, attached: bool) -> io::Result<()> {
+        self.wire.0.lock().unwrap().attach_calls.push(attached);
         Ok(())
     }
 }
@@ -420,6 +426,12 @@ impl<B: NetBackend> Harness<B> {
     /// Initialises the device as Linux does, negotiating `want` with what
     /// the device offers; returns the negotiated features.
     pub fn init(&mut self, want: u64) -> u64 {
+        self.init_queues(want, 3)
+    }
+
+    /// [`Harness::init`] for a device with `nq` queues (the last one the
+    /// control queue); queue `q` gets vector `q`, configuration `nq`.
+    pub fn init_queues(&mut self, want: u64, nq: u16) -> u64 {
         self.set_status(0);
         assert_eq!(self.status(), 0);
         self.set_status(status::ACKNOWLEDGE);
@@ -435,11 +447,16 @@ impl<B: NetBackend> Harness<B> {
         );
         self.features = f;
         self.enable_msix();
-        let nq = self.common_read(cc::NUM_QUEUES, 2) as u16;
-        assert_eq!(nq, 3);
-        self.common_write(cc::MSIX_CONFIG, 2, 3);
-        assert_eq!(self.common_read(cc::MSIX_CONFIG, 2), 3);
-        let setup = if f & netf::CTRL_VQ != 0 { 3 } else { 2 };
+        assert_eq!(self.common_read(cc::NUM_QUEUES, 2) as u16, nq);
+        self.common_write(cc::MSIX_CONFIG, 2, u64::from(nq));
+        assert_eq!(self.common_read(cc::MSIX_CONFIG, 2), u64::from(nq));
+        // Without multiqueue negotiated, one pair and the control queue.
+        let used = if f & netf::MQ != 0 { nq } else { 3 };
+        let setup = if f & netf::CTRL_VQ != 0 {
+            used
+        } else {
+            used - 1
+        };
         self.queues.clear();
         for q in 0..setup {
             self.setup_queue(q, 256);
@@ -471,7 +488,8 @@ impl<B: NetBackend> Harness<B> {
     pub fn enable_msix(&mut self) {
         let ctrl = self.caps.msix + 2;
         self.cfg_write(ctrl, &(0xc000u16).to_le_bytes());
-        for v in 0..4u64 {
+        let vectors = u64::from(self.cfg16(ctrl) & 0x7ff) + 1;
+        for v in 0..vectors {
             let e = self.caps.msix_table + 16 * v;
             self.write(e, 4, 0xfee0_0000);
             self.write(e + 4, 4, 0);
@@ -546,6 +564,11 @@ impl<B: NetBackend> Harness<B> {
 
     /// Puts `frame` on the transmit queue in `pieces` descriptors and kicks.
     pub fn transmit(&mut self, frame: &[u8], pieces: usize) -> u16 {
+        self.transmit_on(TX, frame, pieces)
+    }
+
+    /// [`Harness::transmit`] on transmit queue `q`.
+    pub fn transmit_on(&mut self, q: u16, frame: &[u8], pieces: usize) -> u16 {
         let chunk = frame.len().div_ceil(pieces);
         let mut bufs = Vec::new();
         for part in frame.chunks(chunk) {
@@ -553,19 +576,24 @@ impl<B: NetBackend> Harness<B> {
             self.mem.write_slice(part, GuestAddress(at)).unwrap();
             bufs.push((at, part.len() as u32, false));
         }
-        let q = &mut self.queues[usize::from(TX)];
-        let head = q.add_chain(&self.mem, &bufs);
-        q.publish(&self.mem, head);
-        self.kick(TX);
+        let dq = &mut self.queues[usize::from(q)];
+        let head = dq.add_chain(&self.mem, &bufs);
+        dq.publish(&self.mem, head);
+        self.kick(q);
         head
     }
 
     /// Posts `n` receive buffers of `len` bytes each (one descriptor each).
     pub fn post_rx(&mut self, n: usize, len: u32) -> Vec<(u16, u64)> {
+        self.post_rx_on(RX, n, len)
+    }
+
+    /// [`Harness::post_rx`] on receive queue `rxq` (no kick).
+    pub fn post_rx_on(&mut self, rxq: u16, n: usize, len: u32) -> Vec<(u16, u64)> {
         let mut out = Vec::new();
         for _ in 0..n {
             let at = self.alloc(u64::from(len));
-            let q = &mut self.queues[usize::from(RX)];
+            let q = &mut self.queues[usize::from(rxq)];
             let head = q.add_chain(&self.mem, &[(at, len, true)]);
             q.publish(&self.mem, head);
             out.push((head, at));
@@ -588,11 +616,14 @@ impl<B: NetBackend> Harness<B> {
             bufs.push((d, data.len() as u32, false));
         }
         bufs.push((ack, 1, true));
-        let q = &mut self.queues[usize::from(CTRL)];
+        // The control queue is the last one.
+        let ctrl = self.queues.len() - 1;
+        assert!(ctrl >= usize::from(CTRL));
+        let q = &mut self.queues[ctrl];
         let head = q.add_chain(&self.mem, &bufs);
         q.publish(&self.mem, head);
-        self.kick(CTRL);
-        let used = self.queues[usize::from(CTRL)].take_used(&self.mem);
+        self.kick(ctrl as u16);
+        let used = self.queues[ctrl].take_used(&self.mem);
         assert_eq!(used, vec![(u32::from(head), 1)]);
         self.mem.read_obj(GuestAddress(ack)).unwrap()
     }

@@ -24,7 +24,7 @@ impl NetOffload for FakeOffload {
     fn ring_features(&self) -> u64 {
         self.ring_features
     }
-    fn start(&mut self, features: u64, rings: &[(VringSpec, u16)]) -> io::Result<()> {
+    fn start(&mut self, features: u64, _pair: u16, rings: &[(VringSpec, u16)]) -> io::Result<()> {
         if self.fail {
             return Err(io::Error::other("refused"));
         }
@@ -35,8 +35,9 @@ impl NetOffload for FakeOffload {
             .push((features, rings.to_vec()));
         Ok(())
     }
-    fn stop(&mut self) {
+    fn stop(&mut self, _pair: u16) -> Vec<(u16, u16)> {
         self.calls.lock().unwrap().stops += 1;
+        Vec::new()
     }
 }
 
