@@ -111,6 +111,21 @@ pub fn bridge_with_iperf_server() -> Result<()> {
     Ok(())
 }
 
+/// Starts an iperf3 server bound to `ip`:`port` in L1 unless one listens
+/// there already (one server serves one client at a time: parallel
+/// clients need one each).
+pub fn iperf_server_on(ip: &str, port: u16) -> Result<()> {
+    let hex = format!(":{port:04X} ");
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let listening = tcp
+        .lines()
+        .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"));
+    if !listening {
+        sh(&format!("iperf3 -s -D -B {ip} -p {port} >/dev/null 2>&1"))?;
+    }
+    Ok(())
+}
+
 /// Waits for the guest's `net` line and checks that `driver` bound with
 /// `mac`; returns the line.
 pub fn expect_nic(vm: &mut Running, driver: &str, mac: &str, timeout: Duration) -> Result<Event> {
@@ -176,11 +191,18 @@ pub struct BridgedTap {
 impl BridgedTap {
     /// Creates `name` (deleting a leftover of that name first).
     pub fn create(name: &str) -> Result<BridgedTap> {
+        Self::create_with_queues(name, 1)
+    }
+
+    /// Like [`BridgedTap::create`]; a tap for more than one queue is made
+    /// `multi_queue`, as a VMM with `queues=N` opens it.
+    pub fn create_with_queues(name: &str, queues: u16) -> Result<BridgedTap> {
         if Path::new(&format!("/sys/class/net/{name}")).exists() {
             sh(&format!("ip link del {name}"))?;
         }
+        let mq = if queues > 1 { " multi_queue" } else { "" };
         sh(&format!(
-            "ip tuntap add {name} mode tap && ip link set {name} master {BRIDGE} up"
+            "ip tuntap add {name} mode tap{mq} && ip link set {name} master {BRIDGE} up"
         ))?;
         Ok(BridgedTap {
             name: name.to_string(),

@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, expect_nic, sh, wait_event, BOOT_TIMEOUT, BRIDGE,
-    BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, wait_event, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP,
+    STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::{Event, Guest};
@@ -42,17 +42,7 @@ const MIN_SHARE: f64 = 0.1;
 /// A second iperf3 server on the bridge address, once per L1 boot (one
 /// server serves one client at a time).
 fn second_iperf_server() -> Result<()> {
-    let hex = format!(":{PORT2:04X} ");
-    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let listening = tcp
-        .lines()
-        .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"));
-    if !listening {
-        sh(&format!(
-            "iperf3 -s -D -B {HOST_IP} -p {PORT2} >/dev/null 2>&1"
-        ))?;
-    }
-    Ok(())
+    crate::checks::iperf_server_on(HOST_IP, PORT2)
 }
 
 /// Boots a 2-vCPU guest on a `queues=2`, `mq=on` NIC in [`BRIDGE`] and

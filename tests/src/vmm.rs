@@ -87,11 +87,12 @@ impl Vmm {
         mac: &str,
         vhost: bool,
     ) -> Vec<String> {
-        self.tap_args_for("n0", model, tap, bridge, mac, vhost)
+        self.tap_args_for("n0", model, tap, bridge, mac, vhost, 1)
     }
 
-    /// [`Vmm::tap_args`] with the netdev named `id`, for a VM with more
-    /// than one NIC.
+    /// [`Vmm::tap_args`] with the netdev named `id` (for a VM with more
+    /// than one NIC) and `queues` queue pairs (above 1: `mq=on`).
+    #[allow(clippy::too_many_arguments)]
     pub fn tap_args_for(
         self,
         id: &str,
@@ -100,20 +101,26 @@ impl Vmm {
         bridge: &str,
         mac: &str,
         vhost: bool,
+        queues: u16,
     ) -> Vec<String> {
         let vhost = if vhost { "on" } else { "off" };
+        let (queues, mq) = if queues > 1 {
+            (format!(",queues={queues}"), ",mq=on")
+        } else {
+            (String::new(), "")
+        };
         match self {
             Vmm::Moatvm => vec![
                 "--netdev".into(),
-                format!("tap,id={id},ifname={tap},br={bridge},vhost={vhost}"),
+                format!("tap,id={id},ifname={tap},br={bridge},vhost={vhost}{queues}"),
                 "--device".into(),
-                format!("{model},netdev={id},mac={mac}"),
+                format!("{model},netdev={id},mac={mac}{mq}"),
             ],
             Vmm::Qemu => vec![
                 "-netdev".into(),
-                format!("tap,id={id},ifname={tap},script=no,downscript=no,vhost={vhost}"),
+                format!("tap,id={id},ifname={tap},script=no,downscript=no,vhost={vhost}{queues}"),
                 "-device".into(),
-                format!("{model},netdev={id},mac={mac}"),
+                format!("{model},netdev={id},mac={mac}{mq}"),
             ],
         }
     }

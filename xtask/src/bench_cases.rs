@@ -95,6 +95,8 @@ pub const CASES: &[Case] = &[
     case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("vhost-tx", Unit::Mbits, Some(&VHOST_E1000)),
     case("vhost-rx", Unit::Mbits, Some(&VHOST_E1000)),
+    case("vhost-2pairs-tx", Unit::Mbits, Some(&VHOST_E1000)),
+    case("vhost-2pairs-rx", Unit::Mbits, Some(&VHOST_E1000)),
     case("e1000-tx", Unit::Mbits, Some(&VHOST_E1000)),
     case("e1000-rx", Unit::Mbits, Some(&VHOST_E1000)),
     case("user-tx", Unit::Mbits, Some(&USER)),
@@ -136,6 +138,8 @@ const GUEST_IP: &str = "10.0.0.2/24";
 const IPERF_SECS: u32 = 5;
 const PINGS: u32 = 10;
 const PING_INTERVAL: &str = "0.2";
+/// The port of the second iperf3 server a two-client step needs.
+const SECOND_IPERF_PORT: u16 = 5202;
 /// For one iperf3 or ping step (slow under nested TCG).
 const NET_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -208,6 +212,12 @@ struct NicBench {
     model: &'static str,
     driver: &'static str,
     vhost: bool,
+    /// Queue pairs (above 1: `queues=N`, `mq=on` and a 2-vCPU guest), and
+    /// then the cases of two pinned iperf3 clients at once, one per pair
+    /// (tx, rx: the sum of their rates), against the single stream of
+    /// `tx`/`rx`, which one pair carries.
+    queues: u16,
+    pairs: Option<(&'static str, &'static str)>,
 }
 
 const VIRTIO_NIC: NicBench = NicBench {
@@ -218,6 +228,8 @@ const VIRTIO_NIC: NicBench = NicBench {
     model: "virtio-net-pci",
     driver: "virtio_net",
     vhost: false,
+    queues: 1,
+    pairs: None,
 };
 const E1000_NIC: NicBench = NicBench {
     prefix: "e1000",
@@ -227,6 +239,8 @@ const E1000_NIC: NicBench = NicBench {
     model: "e1000",
     driver: "e1000",
     vhost: false,
+    queues: 1,
+    pairs: None,
 };
 const VHOST_NIC: NicBench = NicBench {
     prefix: "vhost",
@@ -236,6 +250,8 @@ const VHOST_NIC: NicBench = NicBench {
     model: "virtio-net-pci",
     driver: "virtio_net",
     vhost: true,
+    queues: 2,
+    pairs: Some(("vhost-2pairs-tx", "vhost-2pairs-rx")),
 };
 
 /// Boots a 512 MiB, one-vCPU guest with one NIC per entry of `nics`, each
@@ -262,16 +278,21 @@ fn boot_nics_on_bridge(
             first_steps.push(format!("net:{}:{}", place.dev, place.guest_ip));
         }
         if vmm == Vmm::Qemu {
-            taps.push(BridgedTap::create(&place.tap)?);
+            taps.push(BridgedTap::create_with_queues(&place.tap, nic.queues)?);
         }
         let id = format!("n{i}");
-        args.extend(vmm.tap_args_for(&id, nic.model, &place.tap, BRIDGE, &place.mac, nic.vhost));
+        args.extend(vmm.tap_args_for(
+            &id, nic.model, &place.tap, BRIDGE, &place.mac, nic.vhost, nic.queues,
+        ));
         if !drivers.contains(&nic.driver) {
             drivers.push(nic.driver);
         }
     }
     first_steps.push(steps.to_string());
+    // A queue pair per vCPU, as the driver maps them.
+    let cpus = nics.iter().map(|n| n.queues).max().unwrap_or(1);
     let guest = Guest::new()
+        .cpus(u32::from(cpus))
         .word("quiet")
         .moat("nic", &drivers.join(","))
         .moat("ip", GUEST_IP)
@@ -311,10 +332,16 @@ fn nics_on_bridge(
     all: &[&NicBench],
 ) -> Result<Figures> {
     let asked = |nic: &&NicBench| {
-        [Some(nic.tx), Some(nic.rx), nic.ping]
-            .iter()
-            .flatten()
-            .any(|c| cases.contains(c))
+        [
+            Some(nic.tx),
+            Some(nic.rx),
+            nic.ping,
+            nic.pairs.map(|p| p.0),
+            nic.pairs.map(|p| p.1),
+        ]
+        .iter()
+        .flatten()
+        .any(|c| cases.contains(c))
             || (nic.prefix == VIRTIO_NIC.prefix && cases.contains(&"mem"))
     };
     let nics: Vec<&NicBench> = all.iter().copied().filter(asked).collect();
@@ -339,6 +366,17 @@ fn nics_on_bridge(
                 expect.push((case, "iperf", dir));
             }
         }
+        if let Some((tx, rx)) = nic.pairs {
+            for (case, dir) in [(tx, "tx"), (rx, "rx")] {
+                if cases.contains(&case) {
+                    e2e::checks::iperf_server_on(&host, SECOND_IPERF_PORT)?;
+                    steps.push(format!(
+                        "iperf2:{host}:{IPERF_SECS}:{dir}:5201:{SECOND_IPERF_PORT}"
+                    ));
+                    expect.push((case, "iperf2", dir));
+                }
+            }
+        }
     }
     steps.push("reboot".into());
     let prefixes: Vec<&str> = nics.iter().map(|n| n.prefix).collect();
@@ -355,6 +393,13 @@ fn nics_on_bridge(
                 ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
                 event.number("avg_ms")
             })()
+        } else if what == "iperf2" {
+            ensure!(
+                event.get("dir") == Some(dir),
+                "expected the two-client iperf3 {dir} result, got {event:?}"
+            );
+            (|| -> Result<f64> { Ok(event.number("mbits0")? + event.number("mbits1")?) })()
+                .with_context(|| format!("both clients should report a rate: {event:?}"))
         } else {
             ensure!(
                 event.get("dir") == Some(dir),
