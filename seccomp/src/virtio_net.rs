@@ -31,7 +31,8 @@ pub(crate) fn policy() -> Policy {
     // The same through epoll_pwait (what other libcs and crates call).
     p.allow(sys!(SYS_epoll_pwait));
     // Adds and removes queue eventfds when the guest activates or resets
-    // the device.
+    // the device; a queue pair's thread watches its tap's writability
+    // only while a frame waits for room.
     p.allow(sys!(SYS_epoll_ctl));
     // New queue-notify and interrupt eventfds when the guest activates the
     // device (they go to the vCPU process for KVM_IOEVENTFD/KVM_IRQFD).

@@ -32,6 +32,8 @@ pub trait PairRunner: Send + Sync {
     fn notify(&self, queue: u16) -> bool;
     fn backend_readable(&self);
     fn backend_writable(&self);
+    /// Whether the pair waits for room in its backend.
+    fn tx_blocked(&self) -> bool;
 }
 
 impl<B, M, I> PairRunner for PairWorker<B, M, I>
@@ -48,6 +50,9 @@ where
     }
     fn backend_writable(&self) {
         PairWorker::backend_writable(self);
+    }
+    fn tx_blocked(&self) -> bool {
+        PairWorker::tx_blocked(self)
     }
 }
 
@@ -100,10 +105,7 @@ pub fn spawn(
         .ctl(
             ControlOperation::Add,
             tap,
-            EpollEvent::new(
-                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
-                TOKEN_TAP,
-            ),
+            EpollEvent::new(tap_events(false), TOKEN_TAP),
         )
         .context("epoll_ctl")?;
     for (i, (fd, _)) in doorbells.iter().enumerate() {
@@ -122,6 +124,17 @@ pub fn spawn(
     Ok(())
 }
 
+/// What the worker waits for on its tap: frames, and room for frames when
+/// `out`.
+fn tap_events(out: bool) -> EventSet {
+    let base = EventSet::IN | EventSet::EDGE_TRIGGERED;
+    if out {
+        base | EventSet::OUT
+    } else {
+        base
+    }
+}
+
 fn serve(
     pair: u16,
     runner: &dyn PairRunner,
@@ -132,6 +145,8 @@ fn serve(
 ) {
     let mut events = [EpollEvent::default(); 8];
     let mut attached = true;
+    // Whether the tap's writability is in the epoll set.
+    let mut watching_out = false;
     loop {
         let n = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
@@ -170,6 +185,16 @@ fn serve(
                         }
                     }
                 }
+            }
+        }
+        // Writability only while a frame waits for room. Adding it reports
+        // a tap that is writable already, so no wake-up is lost.
+        let blocked = attached && runner.tx_blocked();
+        if blocked != watching_out {
+            let event = EpollEvent::new(tap_events(blocked), TOKEN_TAP);
+            match epoll.ctl(ControlOperation::Modify, tap, event) {
+                Ok(()) => watching_out = blocked,
+                Err(e) => warn!("{}: queue pair {pair}: epoll_ctl: {e}", name()),
             }
         }
     }

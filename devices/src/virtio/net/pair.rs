@@ -218,6 +218,14 @@ impl<B: NetBackend, M: GuestMemory, I: Interrupts> PairWorker<B, M, I> {
         self.run(Work::Writable);
     }
 
+    /// Whether the pair waits for its backend to become writable: only
+    /// then does its host need to hear of it (a tap or a socket reports
+    /// room after every frame it has taken, which would otherwise wake the
+    /// host per frame).
+    pub fn tx_blocked(&self) -> bool {
+        lock(&self.pair).tx_blocked
+    }
+
     fn run(&self, work: Work) {
         if self.signals.broken() {
             return;
