@@ -610,6 +610,11 @@ trait NicModel: HostedPciDevice {
         None
     }
     fn timer_expired(&mut self) {}
+    /// Whether the model waits for room in its backend (served by the main
+    /// thread, which then watches the backend's writability).
+    fn tx_blocked(&self) -> bool {
+        false
+    }
     /// The model's queue pairs, for data-path threads (none: the main
     /// thread serves the backend).
     fn pair_runners(&self) -> Vec<Arc<dyn PairRunner>> {
@@ -654,6 +659,9 @@ impl NicModel for E1000<NicBackend, GuestMemoryMmap, Irqfds> {
     }
     fn timer_expired(&mut self) {
         self.irq_timer();
+    }
+    fn tx_blocked(&self) -> bool {
+        E1000::tx_blocked(self)
     }
 }
 
@@ -703,6 +711,9 @@ struct Server<D> {
     /// The backend the main thread serves (e1000), if any.
     tap_fd: Option<RawFd>,
     tap_attached: bool,
+    /// The backend's writability is in the epoll set (only while the
+    /// model waits for room).
+    tap_out: bool,
     /// Doorbells the pairs' threads hand back.
     forward: Option<Arc<Forward>>,
     bad_requests: Limiter,
@@ -833,11 +844,7 @@ impl<D: NicModel> Server<D> {
             }
             None => {
                 let fd = *tap_fds.first().context("no backend")?;
-                add(
-                    fd,
-                    EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
-                    TOKEN_TAP,
-                )?;
+                add(fd, workers::tap_events(false), TOKEN_TAP)?;
                 tap_fd = Some(fd);
             }
             Some(vhost) => {
@@ -870,6 +877,7 @@ impl<D: NicModel> Server<D> {
             epoll,
             tap_fd,
             tap_attached: true,
+            tap_out: false,
             forward,
             bad_requests: Limiter::default(),
         })
@@ -933,9 +941,26 @@ impl<D: NicModel> Server<D> {
             }
             self.publish_mirror();
             self.arm_timer();
+            self.watch_tap_out();
             if self.model.interrupts().vm_gone.load(Ordering::Relaxed) {
                 info!("{}: the vm-control channel closed", name());
                 return Ok(());
+            }
+        }
+    }
+
+    /// Watches the backend's writability while the model waits for room,
+    /// and only then (see `workers::tap_events`).
+    fn watch_tap_out(&mut self) {
+        let Some(tap_fd) = self.tap_fd else {
+            return;
+        };
+        let blocked = self.tap_attached && self.model.tx_blocked();
+        if blocked != self.tap_out {
+            let event = EpollEvent::new(workers::tap_events(blocked), TOKEN_TAP);
+            match self.epoll.ctl(ControlOperation::Modify, tap_fd, event) {
+                Ok(()) => self.tap_out = blocked,
+                Err(e) => warn!("{}: epoll_ctl: {e}", name()),
             }
         }
     }

@@ -26,7 +26,8 @@ pub(crate) fn policy() -> Policy {
     p.allow(sys!(SYS_epoll_wait));
     // The same through epoll_pwait (what other libcs and crates call).
     p.allow(sys!(SYS_epoll_pwait));
-    // Drops the tap from the set when its interface goes away.
+    // Drops the tap from the set when its interface goes away; watches its
+    // writability only while a frame waits for room.
     p.allow(sys!(SYS_epoll_ctl));
     // ipc's Channel::recv_timeout and sends with a deadline.
     p.allow(sys!(SYS_poll));

@@ -124,9 +124,11 @@ pub fn spawn(
     Ok(())
 }
 
-/// What the worker waits for on its tap: frames, and room for frames when
-/// `out`.
-fn tap_events(out: bool) -> EventSet {
+/// What a data path waits for on its tap: frames, and room for frames
+/// when `out`. Writability is asked for only while a frame waits: a tap or
+/// a socket reports room after every frame it takes, which would wake the
+/// data path once per frame for nothing.
+pub(super) fn tap_events(out: bool) -> EventSet {
     let base = EventSet::IN | EventSet::EDGE_TRIGGERED;
     if out {
         base | EventSet::OUT
