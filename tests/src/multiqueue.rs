@@ -34,10 +34,11 @@ const PORT2: u16 = 5202;
 const SECS: u32 = 4;
 /// Each queue's share of its direction's interrupts must be at least
 /// this many, and at least this fraction of the two queues' sum. NAPI
-/// keeps interrupts few under load (with vhost-net, 4 s of two RX streams
-/// raised 14 to 22 per queue in the lab; an idle queue gets 0 to 2).
+/// keeps interrupts few under load, and not in proportion to the traffic
+/// (with vhost-net, 4 s of two RX streams raised 14 to 22 per queue in one
+/// lab run, 655 and 63 in another); an idle queue gets 0 to 2.
 const MIN_IRQS: u64 = 8;
-const MIN_SHARE: f64 = 0.1;
+const MIN_SHARE: f64 = 0.03;
 
 /// A second iperf3 server on the bridge address, once per L1 boot (one
 /// server serves one client at a time).
