@@ -105,7 +105,7 @@ impl Outcome {
 }
 
 /// Lab failures tolerated per job: each is followed by a rerun in a fresh L1.
-const RERUNS: usize = 2;
+pub const RERUNS: usize = 2;
 
 /// Runs the job; while the lab itself fails, runs it again in a fresh L1,
 /// at most [`RERUNS`] times. With `rerun_failed`, a job that failed on its
