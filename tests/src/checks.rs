@@ -4,7 +4,7 @@ use crate::env::LabEnv;
 use crate::guest::{Event, Guest};
 use crate::process::Running;
 use crate::vmm::Vmm;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -115,11 +115,15 @@ pub fn bridge_with_iperf_server() -> Result<()> {
 /// there already (one server serves one client at a time: parallel
 /// clients need one each).
 pub fn iperf_server_on(ip: &str, port: u16) -> Result<()> {
-    let hex = format!(":{port:04X} ");
+    let addr: std::net::Ipv4Addr = ip.parse().with_context(|| format!("address {ip}"))?;
+    // /proc/net/tcp's local address: the IPv4 address as a little-endian
+    // word, then the port, in hex.
+    let local = format!("{:08X}:{port:04X}", u32::from_le_bytes(addr.octets()));
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let listening = tcp
-        .lines()
-        .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"));
+    let listening = tcp.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+    });
     if !listening {
         sh(&format!("iperf3 -s -D -B {ip} -p {port} >/dev/null 2>&1"))?;
     }

@@ -184,21 +184,20 @@ fn nic_place(vmm: Vmm, i: usize) -> NicPlace {
     }
 }
 
-/// Gives [`BRIDGE`] L1's address on subnet `i` (> 0) and an iperf3 server
-/// bound to it, once.
+/// Gives [`BRIDGE`] L1's address on subnet `i` (> 0), once.
 fn host_on_subnet(place: &NicPlace) -> Result<()> {
     let has = Command::new("ip")
         .args(["-4", "addr", "show", "dev", BRIDGE])
         .output()
         .context("running ip")?;
     if !String::from_utf8_lossy(&has.stdout).contains(&format!("inet {}/", place.host_ip)) {
-        e2e::checks::sh(&format!(
-            "ip addr add {}/24 dev {BRIDGE} && iperf3 -s -D -B {} >/dev/null 2>&1",
-            place.host_ip, place.host_ip
-        ))?;
+        e2e::checks::sh(&format!("ip addr add {}/24 dev {BRIDGE}", place.host_ip))?;
     }
     Ok(())
 }
+
+/// iperf3's own port, where each subnet's first server listens.
+const IPERF_PORT: u16 = 5201;
 
 /// A NIC configuration the throughput cases measure, named as the cases
 /// are (`PREFIX-tx`, `PREFIX-rx`).
@@ -277,6 +276,7 @@ fn boot_nics_on_bridge(
             host_on_subnet(&place)?;
             first_steps.push(format!("net:{}:{}", place.dev, place.guest_ip));
         }
+        e2e::checks::iperf_server_on(&place.host_ip, IPERF_PORT)?;
         if vmm == Vmm::Qemu {
             taps.push(BridgedTap::create_with_queues(&place.tap, nic.queues)?);
         }
@@ -371,7 +371,7 @@ fn nics_on_bridge(
                 if cases.contains(&case) {
                     e2e::checks::iperf_server_on(&host, SECOND_IPERF_PORT)?;
                     steps.push(format!(
-                        "iperf2:{host}:{IPERF_SECS}:{dir}:5201:{SECOND_IPERF_PORT}"
+                        "iperf2:{host}:{IPERF_SECS}:{dir}:{IPERF_PORT}:{SECOND_IPERF_PORT}"
                     ));
                     expect.push((case, "iperf2", dir));
                 }
@@ -421,8 +421,8 @@ fn nics_on_bridge(
 /// 10.0.2.2, [`IPERF_SECS`] s each way (receiver's Mbit/s). moatvm: its
 /// libslirp backend process; QEMU: its built-in `-nic user`.
 fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
-    e2e::checks::loopback_iperf_server()?;
     let port = e2e::checks::LOOPBACK_IPERF_PORT;
+    e2e::checks::iperf_server_on("127.0.0.1", port)?;
     let dirs: Vec<(&'static str, &str)> = [("user-tx", "tx"), ("user-rx", "rx")]
         .into_iter()
         .filter(|(case, _)| cases.contains(case))
@@ -694,6 +694,12 @@ pub fn inner(opts: &InnerOptions) -> Result<()> {
                         run + 1
                     );
                     outcome = (probe.measure)(&env, vmm, run, &names);
+                }
+                if outcome.is_err() {
+                    // A guest that died mid-test leaves its iperf3 server
+                    // busy with the test for a long while: the next run
+                    // gets fresh servers.
+                    let _ = Command::new("pkill").args(["-x", "iperf3"]).status();
                 }
                 let lines: Vec<(&str, String)> = match outcome {
                     Ok(figures) => names
