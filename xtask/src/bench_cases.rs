@@ -639,6 +639,13 @@ pub struct InnerOptions {
     results: PathBuf,
 }
 
+/// Ends L1's iperf3 servers, so that the next run starts its own: a guest
+/// that died mid-test leaves its server busy with the test for a long
+/// while, and every client after it would be turned away.
+fn fresh_iperf_servers() {
+    let _ = Command::new("pkill").args(["-x", "iperf3"]).status();
+}
+
 /// How many times a run whose guest reset by itself is tried again.
 const RESET_RETRIES: usize = 2;
 
@@ -693,13 +700,11 @@ pub fn inner(opts: &InnerOptions) -> Result<()> {
                         vmm.name(),
                         run + 1
                     );
+                    fresh_iperf_servers();
                     outcome = (probe.measure)(&env, vmm, run, &names);
                 }
                 if outcome.is_err() {
-                    // A guest that died mid-test leaves its iperf3 server
-                    // busy with the test for a long while: the next run
-                    // gets fresh servers.
-                    let _ = Command::new("pkill").args(["-x", "iperf3"]).status();
+                    fresh_iperf_servers();
                 }
                 let lines: Vec<(&str, String)> = match outcome {
                     Ok(figures) => names
