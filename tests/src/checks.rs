@@ -99,16 +99,15 @@ pub fn sh(cmd: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes [`BRIDGE`] with [`BRIDGE_IP`]/24 and an `iperf3` server bound to
-/// that address, once per L1 boot (later calls find the bridge there).
+/// Makes [`BRIDGE`] with [`BRIDGE_IP`]/24 once per L1 boot, and an `iperf3`
+/// server bound to that address whenever none listens there.
 pub fn bridge_with_iperf_server() -> Result<()> {
     if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
         sh(&format!(
             "ip link add {BRIDGE} type bridge && ip addr add {BRIDGE_IP}/24 dev {BRIDGE} && ip link set {BRIDGE} up"
         ))?;
-        sh(&format!("iperf3 -s -D -B {BRIDGE_IP} >/dev/null 2>&1"))?;
     }
-    Ok(())
+    iperf_server_on(BRIDGE_IP, 5201)
 }
 
 /// Starts an iperf3 server bound to `ip`:`port` in L1 unless one listens
@@ -173,17 +172,10 @@ pub fn expect_ping_and_iperf(
 /// user-mode networking reaches as 10.0.2.2.
 pub const LOOPBACK_IPERF_PORT: u16 = 5202;
 
-/// Starts (once) an iperf3 server daemon on L1's loopback at
-/// [`LOOPBACK_IPERF_PORT`].
+/// Starts an iperf3 server daemon on L1's loopback at
+/// [`LOOPBACK_IPERF_PORT`] unless one listens there.
 pub fn loopback_iperf_server() -> Result<()> {
-    let pidfile = std::env::temp_dir().join("moat-loopback-iperf.pid");
-    if !pidfile.exists() {
-        sh(&format!(
-            "iperf3 -s -D -B 127.0.0.1 -p {LOOPBACK_IPERF_PORT} -I {} >/dev/null 2>&1",
-            pidfile.display()
-        ))?;
-    }
-    Ok(())
+    iperf_server_on("127.0.0.1", LOOPBACK_IPERF_PORT)
 }
 
 /// A tap made in L1 and enslaved to [`BRIDGE`], for a VMM that opens an

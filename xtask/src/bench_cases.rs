@@ -421,8 +421,8 @@ fn nics_on_bridge(
 /// 10.0.2.2, [`IPERF_SECS`] s each way (receiver's Mbit/s). moatvm: its
 /// libslirp backend process; QEMU: its built-in `-nic user`.
 fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
+    e2e::checks::loopback_iperf_server()?;
     let port = e2e::checks::LOOPBACK_IPERF_PORT;
-    e2e::checks::iperf_server_on("127.0.0.1", port)?;
     let dirs: Vec<(&'static str, &str)> = [("user-tx", "tx"), ("user-rx", "rx")]
         .into_iter()
         .filter(|(case, _)| cases.contains(case))
