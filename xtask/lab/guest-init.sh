@@ -25,6 +25,7 @@
 #        | reload:NIC            (rmmod the driver, insmod it, configure again)
 #        | fetch:HOST:PORT       (HTTP GET of /moat.txt)
 #        | net:DEV:ADDR/PREFIX   (configure one more interface; `MOAT net`)
+#        | cpuflags              (the flags line of /proc/cpuinfo)
 # A step that does not end the VM falls through to the next; after the last
 # one the guest reboots (`reboot -f`; with `reboot=k` that is an i8042 reset).
 #
@@ -255,6 +256,12 @@ act_iperf2() {
     err0=$(tail -n 1 /tmp/iperf2.0 | tr ' ' '_')
     err1=$(tail -n 1 /tmp/iperf2.1 | tr ' ' '_')
     say "iperf2 host=$1 dir=$dir mbits0=${r0:-none} mbits1=${r1:-none} last0=$err0 last1=$err1"
+}
+
+# The CPU flags the guest's kernel sees (first CPU of /proc/cpuinfo).
+act_cpuflags() {
+    flags=$(sed -n 's/^flags[[:space:]]*: //p' /proc/cpuinfo | head -n 1 | tr ' ' ',')
+    say "cpuflags flags=$flags"
 }
 
 # The queue directories of $dev (rx-0,rx-1,tx-0,tx-1...) and, per virtio

@@ -105,7 +105,7 @@ impl Outcome {
 }
 
 /// Lab failures tolerated per job: each is followed by a rerun in a fresh L1.
-pub const RERUNS: usize = 2;
+pub const RERUNS: usize = 3;
 
 /// Runs the job; while the lab itself fails, runs it again in a fresh L1,
 /// at most [`RERUNS`] times. With `rerun_failed`, a job that failed on its
@@ -141,7 +141,7 @@ pub fn run_retrying(image: &LabImage, job: &Job, rerun_failed: bool) -> Result<O
 /// Whether a job that ended with `verdict` runs again, and if so whether
 /// this attempt was the job's own failure (`Some(true)`) rather than the
 /// lab's (`Some(false)`). The job's own failure is rerun only once.
-fn run_again(verdict: &Verdict, rerun_failed: bool, failed_once: bool) -> Option<bool> {
+pub fn run_again(verdict: &Verdict, rerun_failed: bool, failed_once: bool) -> Option<bool> {
     if verdict.is_lab_failure() {
         return Some(false);
     }

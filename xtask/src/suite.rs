@@ -154,19 +154,108 @@ fn run_scenario(
     tally: &mut Tally,
 ) -> Result<()> {
     println!("\n==== lab scenario {name}: {} tests ====", tests.len());
+    let mut record = Attempts::new(tests);
+    let mut own_failure = false;
+    let mut attempt = 0;
+    let outcome = loop {
+        let run = match attempt {
+            0 => name.to_string(),
+            1 => format!("{name}-rerun"),
+            n => format!("{name}-rerun{n}"),
+        };
+        let outcome = run_tests(image, moatvm, e2e, name, &run, &record.remaining, timeout)?;
+        let log = read_log(&outcome);
+        print!("{log}");
+        record.note(&log);
+        if record.remaining.is_empty() || attempt == lab::RERUNS {
+            break outcome;
+        }
+        // Lab failures, and once the tests' own failure, earn another
+        // attempt in a fresh L1 for the tests that have not passed yet.
+        let Some(failed) = lab::run_again(&outcome.verdict, true, own_failure) else {
+            break outcome;
+        };
+        own_failure |= failed;
+        record
+            .earlier
+            .push(format!("{run}: {}", outcome.describe()));
+        println!(
+            "lab: {run}: {}\n{}\nlab: rerunning {} in a fresh L1",
+            outcome.describe(),
+            outcome.console_tail(30),
+            record.remaining.join(", ")
+        );
+        attempt += 1;
+    };
+    let ok = record.remaining.is_empty();
+    if !ok {
+        println!(
+            "--- last lines of L1's console ({}):\n{}\n---",
+            outcome.console_log.display(),
+            outcome.console_tail(30)
+        );
+        for test in &record.remaining {
+            println!("lab: FAILED {name}: {test}");
+        }
+    }
+    for attempt in &record.earlier {
+        println!("lab: earlier attempt of {attempt}");
+    }
+    // A test that failed in one attempt and passed in a later one is flaky.
+    let flaky: Vec<&String> = record
+        .failed_once
+        .iter()
+        .filter(|t| record.passed.contains(*t))
+        .collect();
+    for test in &flaky {
+        println!("lab: FLAKY {name}: {test} failed in an earlier attempt");
+    }
+    let status = match (ok, flaky.is_empty()) {
+        (false, _) => "FAILED",
+        (true, true) => "ok",
+        (true, false) => "FLAKY",
+    };
+    let (passed, failed) = (record.passed.len() as u32, record.remaining.len() as u32);
+    let line = format!(
+        "lab: {name:<10} {status:<7} {passed} passed, {failed} failed  [{}]  logs: {}",
+        outcome.describe(),
+        outcome.share.parent().unwrap_or(&outcome.share).display()
+    );
+    println!("{line}");
+    tally.passed += passed;
+    tally.failed += failed;
+    tally.lines.push(line);
+    Ok(())
+}
+
+/// The e2e log of a run (empty if the job never wrote one).
+fn read_log(outcome: &lab::Outcome) -> String {
+    std::fs::read_to_string(outcome.share.join("e2e.log")).unwrap_or_default()
+}
+
+/// Runs `tests` of scenario `name` in one L1 boot (`target/lab/runs/RUN`).
+fn run_tests(
+    image: &LabImage,
+    moatvm: &Path,
+    e2e: &Path,
+    name: &str,
+    run: &str,
+    tests: &[String],
+    timeout: Duration,
+) -> Result<lab::Outcome> {
     let mut script = exports(image, moatvm, "\"$LAB_OUT/e2e\"")?;
     // The tests' errors say what failed; backtraces would only bury that.
     writeln!(script, "export RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0")?;
     writeln!(script, "cd {} || exit 1", cmd::quote(paths::root()))?;
     writeln!(script, "echo 'LAB-JOB e2e {name} starting'")?;
-    let mut run = format!(
+    let mut line = format!(
         "{} --include-ignored --test-threads=1 --exact",
         cmd::quote(e2e)
     );
     for test in tests {
-        write!(run, " {}", cmd::quote(test))?;
+        write!(line, " {}", cmd::quote(test))?;
     }
-    writeln!(script, "{run} > \"$LAB_OUT/e2e.log\" 2>&1")?;
+    writeln!(script, "{line} > \"$LAB_OUT/e2e.log\" 2>&1")?;
     // Tell the host's watcher (on L1's console) that a guest reset early:
     // a lab failure, worth a rerun, when the job failed.
     writeln!(script, "status=$?")?;
@@ -182,71 +271,51 @@ fn run_scenario(
         timeout,
         echo: Some("LAB-"),
     };
-    let outcome = lab::run_retrying(image, &job, true)?;
-    let log = std::fs::read_to_string(outcome.share.join("e2e.log")).unwrap_or_default();
-    print!("{log}");
-    let (passed, mut failed) = counts(&log);
-    let ok = outcome.verdict == Verdict::Done(0) && failed == 0 && passed > 0;
-    if !ok {
-        if passed + failed == 0 {
-            failed = tests.len() as u32;
-        }
-        println!(
-            "--- last lines of L1's console ({}):\n{}\n---",
-            outcome.console_log.display(),
-            outcome.console_tail(30)
-        );
-        for test in failing(&log) {
-            println!("lab: FAILED {name}: {test}");
-        }
-    }
-    // Earlier attempts: a lab failure, or (once) the job's own failure. A
-    // pass after a failure is flaky: say so, with the tests that failed.
-    for attempt in &outcome.earlier {
-        println!("lab: earlier attempt of {attempt}");
-    }
-    let first_log = paths::lab()
-        .join("runs")
-        .join(name)
-        .join("share")
-        .join("e2e.log");
-    let first_log = if outcome.earlier.is_empty() {
-        String::new()
-    } else {
-        std::fs::read_to_string(first_log).unwrap_or_default()
-    };
-    let flaky: Vec<&str> = failing(&first_log);
-    for test in &flaky {
-        println!("lab: FLAKY {name}: {test} failed in the first attempt");
-    }
-    let status = match (ok, flaky.is_empty()) {
-        (false, _) => "FAILED",
-        (true, true) => "ok",
-        (true, false) => "FLAKY",
-    };
-    let line = format!(
-        "lab: {name:<10} {status:<7} {passed} passed, {failed} failed  [{}]  logs: {}",
-        outcome.describe(),
-        outcome.share.parent().unwrap_or(&outcome.share).display()
-    );
-    println!("{line}");
-    tally.passed += passed;
-    tally.failed += failed;
-    tally.lines.push(line);
-    Ok(())
+    lab::run(image, &job, run)
 }
 
-/// `N passed` and `N failed` from libtest's `test result:` line.
-fn counts(log: &str) -> (u32, u32) {
-    let Some(line) = log.lines().rev().find(|l| l.starts_with("test result:")) else {
-        return (0, 0);
-    };
-    let field = |word: &str| -> u32 {
-        line.split([';', '.'])
-            .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("passed"), field("failed"))
+/// What the attempts at one scenario's tests have shown so far.
+struct Attempts {
+    /// Tests that have not passed yet (the next attempt runs these).
+    remaining: Vec<String>,
+    /// Tests that passed in some attempt.
+    passed: Vec<String>,
+    /// Tests that failed in some attempt.
+    failed_once: Vec<String>,
+    /// One line per earlier attempt: its run and how it ended.
+    earlier: Vec<String>,
+}
+
+impl Attempts {
+    fn new(tests: &[String]) -> Attempts {
+        Attempts {
+            remaining: tests.to_vec(),
+            passed: Vec::new(),
+            failed_once: Vec::new(),
+            earlier: Vec::new(),
+        }
+    }
+
+    /// Takes in one attempt's libtest output.
+    fn note(&mut self, log: &str) {
+        for test in passing(log) {
+            if let Some(i) = self.remaining.iter().position(|t| t == test) {
+                self.passed.push(self.remaining.remove(i));
+            }
+        }
+        for test in failing(log) {
+            if !self.failed_once.iter().any(|t| t == test) {
+                self.failed_once.push(test.to_string());
+            }
+        }
+    }
+}
+
+/// Names of the tests libtest reported as passed.
+fn passing(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... ok"))
+        .collect()
 }
 
 /// Names of the tests libtest reported as failed.
@@ -274,9 +343,23 @@ mod tests {
     #[test]
     fn reads_libtest_output() {
         let log = "test boot::a ... ok\ntest boot::b ... FAILED\n\nfailures:\n\n\
-                   test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s\n";
-        assert_eq!(counts(log), (1, 2));
+                   test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s\n";
+        assert_eq!(passing(log), ["boot::a"]);
         assert_eq!(failing(log), ["boot::b"]);
-        assert_eq!(counts("nothing"), (0, 0));
+        assert!(passing("nothing").is_empty());
+    }
+
+    #[test]
+    fn later_attempts_run_only_what_has_not_passed() {
+        let tests = ["s::a", "s::b", "s::c"].map(String::from);
+        let mut record = Attempts::new(&tests);
+        // First attempt: a passes, b fails, L1 hangs before c.
+        record.note("test s::a ... ok\ntest s::b ... FAILED\n");
+        assert_eq!(record.remaining, ["s::b", "s::c"]);
+        // Second attempt: both pass.
+        record.note("test s::b ... ok\ntest s::c ... ok\n");
+        assert!(record.remaining.is_empty());
+        assert_eq!(record.passed, ["s::a", "s::b", "s::c"]);
+        assert_eq!(record.failed_once, ["s::b"]);
     }
 }
