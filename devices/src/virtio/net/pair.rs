@@ -193,19 +193,12 @@ impl<B: NetBackend, M: GuestMemory, I: Interrupts> PairWorker<B, M, I> {
     ///
     /// [`VirtioPci`]: crate::virtio::pci::VirtioPci
     pub fn notify(&self, queue: u16) -> bool {
-        {
-            let pair = lock(&self.pair);
-            if pair.rx.is_none() && pair.tx.is_none() {
-                return false;
-            }
-        }
         let work = if queue.is_multiple_of(2) {
             Work::RxKick
         } else {
             Work::TxKick
         };
-        self.run(work);
-        true
+        self.run_if(work, |pair| pair.rx.is_some() || pair.tx.is_some())
     }
 
     /// The pair's backend became readable.
@@ -227,10 +220,19 @@ impl<B: NetBackend, M: GuestMemory, I: Interrupts> PairWorker<B, M, I> {
     }
 
     fn run(&self, work: Work) {
-        if self.signals.broken() {
-            return;
-        }
+        self.run_if(work, |_| true);
+    }
+
+    /// Has the pair do `work` under one hold of its lock, if `ready` says
+    /// so; returns `ready`'s answer.
+    fn run_if(&self, work: Work, ready: impl FnOnce(&Pair<B>) -> bool) -> bool {
         let mut pair = lock(&self.pair);
+        if !ready(&pair) {
+            return false;
+        }
+        if self.signals.broken() {
+            return true;
+        }
         match pair.work(&self.mem, work) {
             Ok(raise) => {
                 for q in 0..64 {
@@ -244,5 +246,6 @@ impl<B: NetBackend, M: GuestMemory, I: Interrupts> PairWorker<B, M, I> {
                 self.signals.fault(&e);
             }
         }
+        true
     }
 }
