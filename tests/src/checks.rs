@@ -129,6 +129,37 @@ pub fn iperf_server_on(ip: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
+/// Follows a guest running `ping:HOST:2,reload:DRIVER,ping:HOST:3` after
+/// its first `net` line: no ping lost before or after, the interface gone
+/// after `rmmod`, and `driver` bound again with `mac`.
+pub fn expect_reload(vm: &mut Running, driver: &str, mac: &str, timeout: Duration) -> Result<()> {
+    let before = wait_event(vm, "ping", timeout)?;
+    ensure!(
+        before.number("received")? == 2.0,
+        "ping before the reload lost packets: {before:?}\n{}",
+        vm.report()
+    );
+    let reload = wait_event(vm, "reload", STEP_TIMEOUT)?;
+    ensure!(
+        reload.get("unloaded") == Some("1") && reload.get("error").is_none(),
+        "rmmod {driver} should remove the interface: {reload:?}\n{}",
+        vm.report()
+    );
+    let net = wait_event(vm, "net", STEP_TIMEOUT)?;
+    ensure!(
+        net.get("driver") == Some(driver) && net.get("mac") == Some(mac),
+        "{driver} should bind again with {mac}: {net:?}\n{}",
+        vm.report()
+    );
+    let after = wait_event(vm, "ping", timeout)?;
+    ensure!(
+        after.number("received")? == 3.0,
+        "ping after the reload lost packets: {after:?}\n{}",
+        vm.report()
+    );
+    Ok(())
+}
+
 /// Waits for the guest's `net` line and checks that `driver` bound with
 /// `mac`; returns the line.
 pub fn expect_nic(vm: &mut Running, driver: &str, mac: &str, timeout: Duration) -> Result<Event> {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, wait_event, BOOT_TIMEOUT, BRIDGE,
-    BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, expect_reload, wait_event,
+    BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
@@ -86,30 +86,7 @@ fn e1000_driver_reload() -> Result<()> {
         &format!("ping:{HOST_IP}:2,reload:e1000,ping:{HOST_IP}:3,reboot"),
     )?;
     wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
-    let before = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        before.number("received")? == 2.0,
-        "ping before the reload lost packets: {before:?}\n{}",
-        vm.report()
-    );
-    let reload = wait_event(&mut vm, "reload", STEP_TIMEOUT)?;
-    ensure!(
-        reload.get("unloaded") == Some("1"),
-        "rmmod e1000 should remove the interface: {reload:?}\n{}",
-        vm.report()
-    );
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some("e1000") && net.get("mac") == Some(MAC),
-        "e1000 should bind again with {MAC}: {net:?}\n{}",
-        vm.report()
-    );
-    let after = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        after.number("received")? == 3.0,
-        "ping after the reload lost packets: {after:?}\n{}",
-        vm.report()
-    );
+    expect_reload(&mut vm, "e1000", MAC, NET_TIMEOUT)?;
     vm.expect_success(STEP_TIMEOUT)?;
     Ok(())
 }

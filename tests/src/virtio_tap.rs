@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::checks::{
-    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, sh, wait_event, BOOT_TIMEOUT,
-    BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
+    bridge_with_iperf_server, expect_nic, expect_ping_and_iperf, expect_reload, sh, wait_event,
+    BOOT_TIMEOUT, BRIDGE, BRIDGE_IP as HOST_IP, STEP_TIMEOUT,
 };
 use crate::env::LabEnv;
 use crate::guest::Guest;
@@ -69,30 +69,7 @@ fn driver_reload_resets_the_device_and_traffic_resumes() -> Result<()> {
         &[],
     )?;
     wait_event(&mut vm, "net", BOOT_TIMEOUT)?;
-    let before = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        before.number("received")? == 2.0,
-        "ping before the reload lost packets: {before:?}\n{}",
-        vm.report()
-    );
-    let reload = wait_event(&mut vm, "reload", STEP_TIMEOUT)?;
-    ensure!(
-        reload.get("unloaded") == Some("1") && reload.get("error").is_none(),
-        "rmmod should remove the interface: {reload:?}\n{}",
-        vm.report()
-    );
-    let net = wait_event(&mut vm, "net", STEP_TIMEOUT)?;
-    ensure!(
-        net.get("driver") == Some("virtio_net") && net.get("mac") == Some(MAC),
-        "virtio_net should bind again with {MAC}: {net:?}\n{}",
-        vm.report()
-    );
-    let after = wait_event(&mut vm, "ping", NET_TIMEOUT)?;
-    ensure!(
-        after.number("received")? == 3.0,
-        "ping after the reload lost packets: {after:?}\n{}",
-        vm.report()
-    );
+    expect_reload(&mut vm, "virtio_net", MAC, NET_TIMEOUT)?;
     let iperf = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
     ensure!(
         iperf.number("mbits")? > 0.0,
