@@ -17,10 +17,20 @@ const TROUBLE: &[&str] = &[
     "Call Trace:",
     // An L2 guest reset before its init ran (tests/src/process.rs).
     "LAB-L2-EARLY-RESET",
+    // An L1 CPU stuck for a minute (as under the emulated SVM, inside
+    // KVM_RUN): the other CPU keeps the heartbeat going, so only this
+    // tells that L1 will not get anywhere.
+    "detected stalls on CPUs",
+    "self-detected stall on CPU",
 ];
 /// Trouble L1 does not survive: it should go down by itself (`panic=-1`
 /// with `-no-reboot`), and is killed if it has not within [`FATAL_GRACE`].
-const FATAL: &[&str] = &["Kernel panic", "corrupted stack end"];
+const FATAL: &[&str] = &[
+    "Kernel panic",
+    "corrupted stack end",
+    "detected stalls on CPUs",
+    "self-detected stall on CPU",
+];
 pub const FATAL_GRACE: Duration = Duration::from_secs(20);
 /// An L1 whose stage 2 heartbeat (`share/heartbeat`, every 5 s) has not
 /// changed for this long is hung.
@@ -137,5 +147,9 @@ mod tests {
             Some("[ 2.0] BUG: kernel NULL pointer dereference")
         );
         assert!(watch.fatal_since.is_some());
+
+        let mut watch = Watch::new(File::open("/dev/null").unwrap(), None);
+        watch.look_at("[ 73.2] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:");
+        assert!(watch.trouble.is_some() && watch.fatal_since.is_some());
     }
 }
