@@ -52,7 +52,7 @@ impl Coalescer {
     pub fn push<F: FnMut(&VnetHdr, &[u8])>(&mut self, frame: &[u8], out: &mut F) {
         let Some(c) = candidate(frame) else {
             self.flush(out);
-            return out(&VnetHdr::default(), frame);
+            return out(&VnetHdr::NONE, frame);
         };
         if let Some(open) = self
             .open
@@ -73,7 +73,7 @@ impl Coalescer {
         self.flush(out);
         if c.psh {
             // Nothing may follow it.
-            return out(&VnetHdr::default(), frame);
+            return out(&VnetHdr::NONE, frame);
         }
         self.buf.clear();
         self.buf.extend_from_slice(frame);
@@ -93,7 +93,7 @@ impl Coalescer {
             return;
         };
         if open.segs == 1 {
-            return out(&VnetHdr::default(), &self.buf);
+            return out(&VnetHdr::NONE, &self.buf);
         }
         let l = &open.layout;
         let len = self.buf.len();

@@ -30,6 +30,17 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
+    /// The header of a wire frame: nothing left to do.
+    pub const NONE: VnetHdr = VnetHdr {
+        flags: 0,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+        num_buffers: 0,
+    };
+
     /// The header at the start of `msg` (a header and a frame): the flags
     /// and GSO type must be among those known (NEEDS_CSUM, DATA_VALID;
     /// none, TCPv4 or TCPv6, the latter two possibly with ECN). Offsets

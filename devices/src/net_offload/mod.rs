@@ -10,7 +10,7 @@
 //! frame.
 
 mod coalesce;
-mod hdr;
+pub mod hdr;
 mod layout;
 mod segment;
 #[cfg(test)]

@@ -28,17 +28,17 @@ pub(crate) fn rfc1071(data: &[u8]) -> u16 {
 
 /// A TCP flow between two hosts, IPv4 or IPv6.
 #[derive(Clone)]
-struct Flow {
-    v6: bool,
-    vlan: bool,
-    sport: u16,
-    dport: u16,
-    ack: u32,
-    options: Vec<u8>,
+pub(crate) struct Flow {
+    pub v6: bool,
+    pub vlan: bool,
+    pub sport: u16,
+    pub dport: u16,
+    pub ack: u32,
+    pub options: Vec<u8>,
 }
 
 impl Flow {
-    fn v4() -> Flow {
+    pub(crate) fn v4() -> Flow {
         Flow {
             v6: false,
             vlan: false,
@@ -49,7 +49,7 @@ impl Flow {
         }
     }
 
-    fn v6() -> Flow {
+    pub(crate) fn v6() -> Flow {
         Flow {
             v6: true,
             options: TIMESTAMPS.to_vec(),
@@ -82,11 +82,11 @@ impl Flow {
         }
     }
 
-    /// A frame of this flow, every checksum right. `csum` says what goes
-    /// in the TCP checksum field: the checksum, or (Some(len)) the
+    /// A frame of this flow, every checksum right. What goes
+    /// in the TCP checksum field: the checksum, or (`partial`: Some(len)) the
     /// pseudo-header's sum over `len` bytes of TCP, as a sender leaves it
     /// for NEEDS_CSUM.
-    fn frame(
+    pub(crate) fn frame(
         &self,
         seq: u32,
         id: u16,
@@ -137,7 +137,14 @@ impl Flow {
 
     /// `n` segments of `mss` bytes from `seq` on (IDs from `id`), the
     /// last `last` bytes long and with PSH.
-    fn burst(&self, seq: u32, id: u16, n: usize, mss: usize, last: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn burst(
+        &self,
+        seq: u32,
+        id: u16,
+        n: usize,
+        mss: usize,
+        last: usize,
+    ) -> Vec<Vec<u8>> {
         (0..n)
             .map(|k| {
                 let len = if k + 1 == n { last } else { mss };
@@ -151,7 +158,7 @@ impl Flow {
 }
 
 /// Checks a wire frame's IPv4 header checksum and TCP checksum.
-fn assert_checksums(f: &[u8], what: &str) {
+pub(crate) fn assert_checksums(f: &[u8], what: &str) {
     let l = TcpLayout::parse(f).unwrap();
     if l.ipv4 {
         assert_eq!(
@@ -170,7 +177,7 @@ fn assert_checksums(f: &[u8], what: &str) {
 }
 
 /// Everything `Coalescer` makes of `frames` (flushed at the end).
-fn coalesce(frames: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
+pub(crate) fn coalesce(frames: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
     let mut c = Coalescer::default();
     let mut out = Vec::new();
     let mut emit = |h: &VnetHdr, f: &[u8]| out.push((*h, f.to_vec()));
@@ -276,7 +283,7 @@ fn segment_undoes_coalesce_byte_for_byte() {
         }
         for (h, f) in &messages {
             if !h.is_gso() {
-                assert_eq!(*h, VnetHdr::default());
+                assert_eq!(*h, VnetHdr::NONE);
                 assert!(run.contains(f));
             }
         }
@@ -446,13 +453,13 @@ fn complete_checksum_fills_in_the_field() {
         flags: NEEDS_CSUM,
         csum_start: 34,
         csum_offset: 16,
-        ..VnetHdr::default()
+        ..VnetHdr::NONE
     };
     complete_checksum(&h, &mut f).unwrap();
     assert_checksums(&f, "completed");
     // Without NEEDS_CSUM nothing changes.
     let before = f.clone();
-    complete_checksum(&VnetHdr::default(), &mut f).unwrap();
+    complete_checksum(&VnetHdr::NONE, &mut f).unwrap();
     assert_eq!(f, before);
 }
 
@@ -483,15 +490,8 @@ fn the_header_round_trips() {
 fn good_gso() -> (VnetHdr, Vec<u8>) {
     let flow = Flow::v4();
     let f = flow.frame(1, 1, ACK, &[7; 5000], Some(5020));
-    let h = VnetHdr {
-        flags: NEEDS_CSUM,
-        gso_type: GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-        num_buffers: 0,
-    };
+    let h = VnetHdr::tcp_gso(&TcpLayout::parse(&f).unwrap(), 1448);
+    assert_eq!((h.hdr_len, h.csum_start), (54, 34));
     (h, f)
 }
 
