@@ -6,5 +6,6 @@
 
 pub mod backend;
 pub mod e1000;
+pub mod net_offload;
 pub mod pci;
 pub mod virtio;

@@ -909,8 +909,9 @@ fn intx_is_level_triggered_through_resample() {
 }
 
 /// On a frame channel (the backend a user-mode network's process holds the
-/// other end of): no offloads offered, bare frames each way, one per
-/// message, under the same filter.
+/// other end of): checksum and TSO offloads offered, a virtio-net header
+/// and a frame each way, one per message, under the same filter; a GSO
+/// frame reaches a driver that took no TSO as segments.
 #[test]
 fn virtio_net_over_a_frame_channel() {
     in_fresh_netns(|| {
@@ -919,7 +920,8 @@ fn virtio_net_over_a_frame_channel() {
         let caps = probe(&d);
         d.bar_write(caps.common + cc::DF_SELECT, 4, 0);
         let offered = d.bar_read(caps.common + cc::DF, 4);
-        assert_eq!(offered & (F_CSUM | F_GUEST_CSUM), 0, "{offered:#x}");
+        let offloads = F_CSUM | F_GUEST_CSUM | 1 << 7 | 1 << 8 | 1 << 11 | 1 << 12;
+        assert_eq!(offered & offloads, offloads, "{offered:#x}");
         let (_, mut rx, mut tx) = init(&d, &caps, true);
         let notify = |q: u16| {
             d.bar_write(caps.common + cc::Q_SELECT, 2, u64::from(q));
@@ -935,12 +937,12 @@ fn virtio_net_over_a_frame_channel() {
                 .1
         };
 
-        // Guest to channel: the frame without its virtio-net header.
+        // Guest to channel: the frame behind its virtio-net header, as the
+        // driver wrote it.
         let out = frame(MAC, "moatvm: over the frame channel");
         let buf = 0x30_0000;
-        d.mem
-            .write_slice(&[0u8; HDR_LEN], GuestAddress(buf))
-            .unwrap();
+        let csum_hdr = [1, 0, 0, 0, 0, 0, 14, 0, 6, 0, 0, 0];
+        d.mem.write_slice(&csum_hdr, GuestAddress(buf)).unwrap();
         d.mem
             .write_slice(&out, GuestAddress(buf + HDR_LEN as u64))
             .unwrap();
@@ -964,34 +966,56 @@ fn virtio_net_over_a_frame_channel() {
                 Err(e) => panic!("{e}"),
             }
         };
-        assert_eq!(&got[..n], &out[..]);
+        assert_eq!(&got[..n], &[&csum_hdr[..], &out].concat()[..]);
         assert!(eventfd_wait(&startup.irqfds[usize::from(TX)], until));
 
-        // Channel to guest: a zeroed header before the frame. A message
-        // too long for any buffer goes first and is dropped on the way.
+        // Channel to guest: the header before the frame. A message too
+        // long for any buffer goes first and is dropped on the way; a GSO
+        // frame (3000 bytes of TCP payload, MSS 1000) is cut for a driver
+        // that took no TSO.
         let rx_buf = |i: u32| 0x20_0000 + u64::from(i) * u64::from(RX_BUF_LEN);
         for i in 0..RX_BUFS {
             rx.offer(&d.mem, i, rx_buf(u32::from(i)), RX_BUF_LEN, true);
         }
         d.bar_write(rx_bell, 2, u64::from(RX));
-        peer.send(&[0xee; 4000]).unwrap();
+        peer.send(&[0; 4000]).unwrap();
         let inbound = frame([0x02, 0, 0, 0, 0, 0x99], "moatvm: from the backend");
-        peer.send(&inbound).unwrap();
+        peer.send(&[&[0; HDR_LEN][..], &inbound].concat()).unwrap();
+        // NEEDS_CSUM, TCPv4, hdr_len 54, gso_size 1000, csum at 34 + 16.
+        let mut gso = vec![1, 1, 54, 0, 0xe8, 3, 34, 0, 16, 0, 0, 0];
+        gso.extend_from_slice(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 8, 0, // Ethernet
+            0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 2, 2, 10, 0, 2, 15, // IPv4
+            0, 80, 0x9c, 0x40, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        gso.extend_from_slice(&[0x5a; 3000]);
+        peer.send(&gso).unwrap();
         let until = Instant::now() + DEADLINE;
-        assert!(
-            eventfd_wait(&startup.irqfds[usize::from(RX)], until),
-            "no RX interrupt"
-        );
-        let used = rx.take_used(&d.mem);
-        assert_eq!(used.len(), 1, "{used:?}");
-        let (id, len) = used[0];
-        assert_eq!(len as usize, HDR_LEN + inbound.len());
-        let mut got = vec![0u8; len as usize];
-        d.mem
-            .read_slice(&mut got, GuestAddress(rx_buf(id)))
-            .unwrap();
-        assert_eq!(&got[..10], &[0; 10], "header");
-        assert_eq!(&got[HDR_LEN..], &inbound[..]);
+        let mut used = Vec::new();
+        while used.len() < 4 {
+            assert!(
+                eventfd_wait(&startup.irqfds[usize::from(RX)], until),
+                "no RX interrupt; {used:?}"
+            );
+            used.extend(rx.take_used(&d.mem));
+        }
+        assert_eq!(used.len(), 4, "{used:?}");
+        let mut frames = Vec::new();
+        for &(id, len) in &used {
+            let mut got = vec![0u8; len as usize];
+            d.mem
+                .read_slice(&mut got, GuestAddress(rx_buf(id)))
+                .unwrap();
+            assert_eq!(&got[..10], &[0; 10], "header");
+            frames.push(got.split_off(HDR_LEN));
+        }
+        assert_eq!(frames[0], inbound);
+        for (k, seg) in frames[1..].iter().enumerate() {
+            assert_eq!(seg.len(), 54 + 1000);
+            // The sequence number, and PSH on the last only.
+            assert_eq!(&seg[38..42], &(0x1000 + 1000 * k as u32).to_be_bytes());
+            assert_eq!(seg[47], if k == 2 { 0x18 } else { 0x10 });
+        }
 
         // The backend going away unplugs the cable; the device lives on.
         drop(peer);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use devices::backend::frames::FrameChannel;
 use devices::backend::slirp::{Config, HostFwd};
+use devices::net_offload::VnetHdr;
 use serde::Serialize;
 
 const BIN: &str = env!("CARGO_BIN_EXE_moatvm");
@@ -273,20 +274,23 @@ impl Backend {
         self.child.id()
     }
 
+    /// Sends a wire frame (behind a zero virtio-net header).
     fn send(&mut self, frame: &[u8]) {
-        self.chan.send(frame).unwrap();
+        self.chan.send_frame(&VnetHdr::NONE, frame).unwrap();
     }
 
-    /// Waits for a frame for the guest that satisfies `want`, answering
-    /// libslirp's ARP requests for the guest on the way.
+    /// Waits for a frame for the guest that satisfies `want` (its header
+    /// must parse), answering libslirp's ARP requests for the guest on the
+    /// way.
     fn expect(&mut self, what: &str, mut want: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
         let until = Instant::now() + DEADLINE;
-        let mut buf = vec![0u8; 65536];
+        let mut buf = vec![0u8; 12 + 65550];
         loop {
             match self.chan.recv(&mut buf) {
                 Ok(0) => panic!("{what}: the backend hung up: {:?}", self.child.try_wait()),
                 Ok(n) => {
-                    let f = &buf[..n];
+                    VnetHdr::parse(&buf[..n]).unwrap();
+                    let f = &buf[12..n];
                     if want(f) {
                         return f.to_vec();
                     }
@@ -603,6 +607,8 @@ fn libslirp_side_trips_and_bad_frames_do_not_kill_it() {
     // The advertised prefix is fec0::/64.
     assert!(ra.windows(8).any(|w| w == [0xfe, 0xc0, 0, 0, 0, 0, 0, 0]));
     b.send(&external_ping6());
+    // A header with unknown flags.
+    b.chan.send(&[0xff; 60]).unwrap();
     for bad in [
         vec![0xff; 10],
         eth(SLIRP_MAC, 0x0800, &[0x45; 3000]),

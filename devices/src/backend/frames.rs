@@ -3,31 +3,68 @@
 //! Ethernet frames.
 //!
 //! It is one `SOCK_SEQPACKET` socketpair, made by the launcher, one end in
-//! each process. Every message is exactly one Ethernet frame, starting at
-//! its destination address, with no header before it and no frame check
-//! sequence after it; empty messages are never sent. Messages carry no
-//! descriptors (any that come are discarded by the kernel, as no control
-//! buffer is given).
+//! each process. Every message is a 12-byte `virtio_net_hdr_v1` (virtio
+//! 1.x, 5.1.6: flags, gso_type, hdr_len, gso_size, csum_start,
+//! csum_offset, num_buffers, little-endian) followed by one Ethernet
+//! frame, starting at its destination address, with no frame check
+//! sequence after it. The header says what the sender left undone:
+//!
+//! - nothing (all zero): a frame as it goes on a wire;
+//! - NEEDS_CSUM: the ones' complement sum from `csum_start` to the end of
+//!   the frame, complemented, goes at `csum_start + csum_offset`, where
+//!   the sum of the pseudo-header already is;
+//! - gso_type TCPV4 or TCPV6 (with or without the ECN bit): a GSO frame,
+//!   one TCP segment with up to 64 KiB of payload, to cut into segments
+//!   of `gso_size` bytes of payload; with NEEDS_CSUM at the TCP checksum
+//!   (`csum_offset` 16), the field holding the pseudo-header's sum over
+//!   the whole TCP length. No other GSO type (no UDP) is sent.
+//!
+//! `hdr_len` is a hint (the receiver finds the headers in the frame),
+//! `num_buffers` is 0 and ignored, DATA_VALID may be set and means
+//! nothing. A message is at most 12 + 65550 bytes; empty messages are
+//! never sent. Messages carry no descriptors (any that come are discarded
+//! by the kernel, as no control buffer is given).
+//!
+//! Both ends treat what comes over the channel as hostile: a message
+//! whose header or frame cannot be used as the header says ([`net_offload`]
+//! checks every offset) is dropped and counted. The NIC's end, as the
+//! NIC's [`NetBackend`] (`nic`), offers the NIC these offloads and does
+//! what the NIC did not accept: it segments GSO frames and completes
+//! checksums, so a NIC never sees what it cannot take. A backend without a
+//! use for offloads (the socket and hub backends to come) segments and
+//! completes checksums before its frames go on its own wire, and may send
+//! only zero headers.
 //!
 //! Both ends are non-blocking. A receiver gives a buffer as large as the
-//! largest frame it accepts; a longer message is dropped whole (the kernel
-//! reports `MSG_TRUNC`) and counted, never handed on cut short. Both
-//! processes treat what comes over the channel as hostile.
+//! largest message it accepts; a longer message is dropped whole (the
+//! kernel reports `MSG_TRUNC`) and counted, never handed on cut short.
+//!
+//! [`net_offload`]: crate::net_offload
+
+mod nic;
+#[cfg(test)]
+mod tests;
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::virtio::net::NetBackend;
+use crate::net_offload::VnetHdr;
+pub use nic::OFFLOADS;
 
 /// What went through one end of a channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameStats {
-    /// Frames received whole.
+    /// Messages received whole.
     pub received: u64,
-    /// Frames sent.
+    /// Messages sent.
     pub sent: u64,
     /// Messages longer than the buffer given: dropped.
     pub truncated: u64,
+    /// (The NIC's end) messages dropped for a header or frame that cannot
+    /// be used as the header says.
+    pub bad_headers: u64,
+    /// (The NIC's end) GSO frames cut into segments for the NIC.
+    pub segmented: u64,
 }
 
 /// One end of a frame channel.
@@ -35,6 +72,8 @@ pub struct FrameStats {
 pub struct FrameChannel {
     fd: OwnedFd,
     stats: FrameStats,
+    /// What the NIC's end keeps between reads.
+    inbound: nic::Inbound,
 }
 
 impl FrameChannel {
@@ -62,6 +101,7 @@ impl FrameChannel {
         FrameChannel {
             fd,
             stats: FrameStats::default(),
+            inbound: nic::Inbound::default(),
         }
     }
 
@@ -100,53 +140,38 @@ impl FrameChannel {
         Ok(Self::wrap(fd))
     }
 
-    /// Receives one frame into `buf`: its length; `WouldBlock` when none is
-    /// waiting. `Ok(0)` means the other end has closed (or sent an empty
-    /// message, which it must not): stop reading until the descriptor is
-    /// readable again. Messages longer than `buf` are dropped and counted.
+    /// Receives one message (a header and a frame) into `buf`: its length;
+    /// `WouldBlock` when none is waiting. `Ok(0)` means the other end has
+    /// closed (or sent an empty message, which it must not): stop reading
+    /// until the descriptor is readable again. Messages longer than `buf`
+    /// are dropped and counted.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_vectored(&mut [IoSliceMut::new(buf)])
     }
 
     /// [`FrameChannel::recv`] into several buffers, filled in order.
     pub fn recv_vectored(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        loop {
-            // SAFETY: msghdr is plain data; all zeroes is a valid (empty)
-            // value.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            // IoSliceMut is ABI-compatible with iovec on Unix.
-            msg.msg_iov = iov.as_mut_ptr().cast();
-            msg.msg_iovlen = iov.len();
-            // SAFETY: the iovecs point into live buffers borrowed mutably
-            // for the call; no control buffer is given.
-            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if msg.msg_flags & libc::MSG_TRUNC != 0 {
-                self.stats.truncated += 1;
-                continue;
-            }
-            if n > 0 {
-                self.stats.received += 1;
-            }
-            return Ok(n as usize);
-        }
+        recv_on(&self.fd, &mut self.stats, iov)
     }
 
-    /// Sends `frame` as one message; `WouldBlock` when the channel is full
-    /// (the frame is then not sent), `BrokenPipe` when the other end has
-    /// closed. An empty frame is refused.
-    pub fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        self.send_vectored(&[IoSlice::new(frame)])
+    /// Sends `msg` (a header and a frame) as one message; `WouldBlock` when
+    /// the channel is full (the message is then not sent), `BrokenPipe`
+    /// when the other end has closed. An empty message is refused.
+    pub fn send(&mut self, msg: &[u8]) -> io::Result<usize> {
+        self.send_vectored(&[IoSlice::new(msg)])
     }
 
-    /// [`FrameChannel::send`] of a frame in several pieces.
+    /// Sends `frame` behind `hdr`, as one message.
+    pub fn send_frame(&mut self, hdr: &VnetHdr, frame: &[u8]) -> io::Result<usize> {
+        self.send_vectored(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(frame)])
+    }
+
+    /// [`FrameChannel::send`] of a message in several pieces.
     pub fn send_vectored(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         if iov.iter().all(|s| s.is_empty()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "an empty frame is never sent",
+                "an empty message is never sent",
             ));
         }
         // SAFETY: as in recv_vectored.
@@ -180,22 +205,6 @@ impl FrameChannel {
     }
 }
 
-/// Bare frames, no offloads: the guest's driver computes every checksum and
-/// segments every frame itself.
-impl NetBackend for FrameChannel {
-    fn readv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.recv_vectored(iov)
-    }
-
-    fn writev(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.send_vectored(iov)
-    }
-
-    fn vnet_hdr_len(&self) -> usize {
-        0
-    }
-}
-
 impl AsFd for FrameChannel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -208,145 +217,29 @@ impl AsRawFd for FrameChannel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
-    }
-
-    #[test]
-    fn frames_round_trip_whole_and_in_order() {
-        let (mut a, mut b) = FrameChannel::pair().unwrap();
-        let frames: Vec<Vec<u8>> = [14, 60, 1514, 9018]
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| frame(len, i as u8))
-            .collect();
-        for f in &frames {
-            assert_eq!(a.send(f).unwrap(), f.len());
+/// One recvmsg on `fd` into `iov`, counted in `stats`; messages cut short
+/// are dropped and the next one read.
+fn recv_on(fd: &OwnedFd, stats: &mut FrameStats, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    loop {
+        // SAFETY: msghdr is plain data; all zeroes is a valid (empty)
+        // value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSliceMut is ABI-compatible with iovec on Unix.
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: the iovecs point into live buffers borrowed mutably for
+        // the call; no control buffer is given.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let mut buf = vec![0u8; 65536];
-        for f in &frames {
-            let n = b.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &f[..]);
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            stats.truncated += 1;
+            continue;
         }
-        assert_eq!(
-            b.recv(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-        assert_eq!(a.stats().sent, 4);
-        assert_eq!(b.stats().received, 4);
-
-        // The other way, in pieces on both sides: still one message each.
-        let f = frame(1000, 9);
-        let (head, tail) = f.split_at(14);
-        assert_eq!(
-            b.send_vectored(&[IoSlice::new(head), IoSlice::new(tail)])
-                .unwrap(),
-            1000
-        );
-        let (mut x, mut y) = (vec![0u8; 100], vec![0u8; 2000]);
-        let n = a
-            .recv_vectored(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)])
-            .unwrap();
-        assert_eq!(n, 1000);
-        assert_eq!(&x[..], &f[..100]);
-        assert_eq!(&y[..900], &f[100..]);
-    }
-
-    #[test]
-    fn truncated_frames_are_dropped_and_counted() {
-        let (mut a, mut b) = FrameChannel::pair().unwrap();
-        let big = frame(2000, 1);
-        let small = frame(100, 2);
-        a.send(&big).unwrap();
-        a.send(&big).unwrap();
-        a.send(&small).unwrap();
-        let mut buf = vec![0u8; 1514];
-        // Both long ones go, the short one comes whole.
-        let n = b.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &small[..]);
-        assert_eq!(b.stats().truncated, 2);
-        assert_eq!(b.stats().received, 1);
-        // A message of exactly the buffer's size is not truncated.
-        a.send(&big[..1514]).unwrap();
-        assert_eq!(b.recv(&mut buf).unwrap(), 1514);
-        assert_eq!(b.stats().truncated, 2);
-        // Only long ones waiting: nothing to hand on.
-        a.send(&big).unwrap();
-        assert_eq!(
-            b.recv(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-        assert_eq!(b.stats().truncated, 3);
-    }
-
-    #[test]
-    fn empty_frames_are_never_sent_and_a_closed_peer_reads_as_zero() {
-        let (mut a, mut b) = FrameChannel::pair().unwrap();
-        assert_eq!(a.send(&[]).unwrap_err().kind(), io::ErrorKind::InvalidInput);
-        a.send(&[1; 60]).unwrap();
-        drop(a);
-        let mut buf = [0u8; 64];
-        // What was sent before the close still arrives, then the end.
-        assert_eq!(b.recv(&mut buf).unwrap(), 60);
-        assert_eq!(b.recv(&mut buf).unwrap(), 0);
-        assert_eq!(
-            b.send(&[1; 60]).unwrap_err().kind(),
-            io::ErrorKind::BrokenPipe
-        );
-    }
-
-    #[test]
-    fn a_full_channel_would_block() {
-        let (mut a, _b) = FrameChannel::pair().unwrap();
-        let f = frame(1514, 3);
-        let mut sent = 0;
-        let err = loop {
-            match a.send(&f) {
-                Ok(_) => sent += 1,
-                Err(e) => break e,
-            }
-            assert!(sent < 100_000, "the channel never filled up");
-        };
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
-        assert!(sent > 0);
-    }
-
-    #[test]
-    fn as_a_net_backend() {
-        let (a, mut b) = FrameChannel::pair().unwrap();
-        let mut a: Box<dyn NetBackend> = Box::new(a);
-        assert_eq!((a.vnet_hdr_len(), a.offloads()), (0, 0));
-        a.set_offloads(u64::MAX).unwrap();
-        let f = frame(60, 4);
-        assert_eq!(a.writev(&[IoSlice::new(&f)]).unwrap(), 60);
-        let mut buf = [0u8; 1514];
-        assert_eq!(b.recv(&mut buf).unwrap(), 60);
-        b.send(&f).unwrap();
-        assert_eq!(a.readv(&mut [IoSliceMut::new(&mut buf)]).unwrap(), 60);
-        assert_eq!(&buf[..60], &f[..]);
-        assert_eq!(
-            a.readv(&mut [IoSliceMut::new(&mut buf)])
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::WouldBlock
-        );
-    }
-
-    #[test]
-    fn from_fd_takes_only_seqpacket_sockets() {
-        let (a, mut b) = FrameChannel::pair().unwrap();
-        let mut a = FrameChannel::from_fd(a.into_fd()).unwrap();
-        a.send(&[5; 20]).unwrap();
-        assert_eq!(b.recv(&mut [0; 20]).unwrap(), 20);
-
-        let (r, _w) = std::io::pipe().unwrap();
-        assert!(FrameChannel::from_fd(OwnedFd::from(r)).is_err());
-        let dgram = std::os::unix::net::UnixDatagram::pair().unwrap().0;
-        let e = FrameChannel::from_fd(OwnedFd::from(dgram)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        if n > 0 {
+            stats.received += 1;
+        }
+        return Ok(n as usize);
     }
 }

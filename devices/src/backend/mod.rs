@@ -4,7 +4,8 @@
 //! - [`vhost_net`]: the kernel's virtio-net data path over a tap.
 //! - [`frames`]: the frame channel, a `SOCK_SEQPACKET` socketpair between a
 //!   NIC process and a backend process that is not a tap (user-mode
-//!   networking), one Ethernet frame per message.
+//!   networking), one Ethernet frame behind a virtio-net header (checksum
+//!   and TCP segmentation offloads) per message.
 //! - [`slirp`]: user-mode networking (libslirp) on a frame channel, run by
 //!   a backend process of its own in the host's network namespace.
 //! - [`bridge`]: the few rtnetlink operations the launcher needs to put a

@@ -23,10 +23,19 @@
 //!   limited, instead of glib's default writer (which may probe stderr and
 //!   open a journald socket).
 //!
+//! Offloads, both ways over the frame channel (see [`super::frames`]): a
+//! guest's frame whose checksum was left to do has it completed, and a GSO
+//! frame is cut into wire frames (checksums computed afresh), each then
+//! checked as above and handed to libslirp, which verifies every checksum;
+//! a header that cannot be used drops the frame, counted. libslirp's
+//! frames for the guest are gathered over one turn of the event loop and
+//! coalesced (consecutive segments of one TCP flow into GSO frames, the
+//! rest as they are, after the DNS rewriting), one message each.
+//!
 //! One [`Slirp`] runs on one thread (libslirp is not thread-safe, and the
 //! crate's context is not `Send`); [`Slirp::run`] is its whole event loop:
 //! poll(2) over the frame channel and libslirp's sockets, libslirp's
-//! timers, nothing allocated per frame. Frames for the guest that do not
+//! timers, nothing allocated per frame. Messages for the guest that do not
 //! fit in the channel wait in a bounded [`backlog`] until it has room.
 
 pub mod backlog;
@@ -48,6 +57,8 @@ use serde::{Deserialize, Serialize};
 
 use super::frames::FrameChannel;
 use super::{Error, Result};
+use crate::net_offload::{self as offload, complete_checksum, Coalescer, Segments, VnetHdr};
+use crate::virtio::net::HDR_LEN;
 use backlog::{Backlog, Sent};
 use dns::{DnsRedirect, Verdict};
 
@@ -59,9 +70,9 @@ pub const MTU: usize = 1500;
 pub const MAX_FRAME: usize = ETH_HLEN + MTU;
 /// Guest frames handled per loop turn before sockets get their turn.
 const BATCH: usize = 64;
-/// The receive buffer: any message up to 64 KiB is read whole (and then
-/// dropped as too long, if it is).
-const RECV_BUF: usize = 65536;
+/// The receive buffer: a header and the longest GSO frame (a longer
+/// message is dropped as oversize).
+const RECV_BUF: usize = HDR_LEN + crate::virtio::net::MAX_FRAME;
 /// libslirp's `bootp_filename` must fit `struct bootp_t`'s 128-byte field.
 const MAX_BOOTFILE: usize = 127;
 
@@ -193,8 +204,13 @@ impl Config {
 /// Counters of one slirp instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlirpStats {
-    /// Guest frames handed to libslirp.
+    /// Guest frames handed to libslirp (each segment of a GSO frame).
     pub from_guest: u64,
+    /// Guest messages dropped: a virtio-net header or GSO frame that cannot
+    /// be used as it says.
+    pub bad_headers: u64,
+    /// GSO frames from the guest, cut into segments.
+    pub gso_from_guest: u64,
     /// Guest frames dropped: shorter than an Ethernet header.
     pub runts: u64,
     /// Longer than [`MAX_FRAME`] (or than the channel's buffer).
@@ -205,13 +221,15 @@ pub struct SlirpStats {
     pub dns_dropped: u64,
     /// DNS queries redirected to the host's resolver.
     pub dns_redirected: u64,
-    /// Frames to the guest sent.
+    /// Messages to the guest sent (a GSO frame counts once).
     pub to_guest: u64,
-    /// Frames to the guest that waited for room in the channel.
+    /// Messages to the guest that waited for room in the channel.
     pub to_guest_queued: u64,
-    /// Frames to the guest dropped (the backlog full, or the channel
+    /// Messages to the guest dropped (the backlog full, or the channel
     /// closed).
     pub to_guest_dropped: u64,
+    /// GSO frames made for the guest (of libslirp's frames coalesced).
+    pub gso_to_guest: u64,
 }
 
 /// A timer libslirp made: its deadline (ms on libslirp's clock) and what to
@@ -225,7 +243,9 @@ struct TimerSlot {
 /// wants): never borrowed while libslirp runs, only inside its callbacks.
 struct Shared {
     channel: FrameChannel,
-    /// Frames for the guest waiting for room in the channel.
+    /// Frames for the guest, merged over a turn of the event loop.
+    coalescer: Coalescer,
+    /// Messages for the guest waiting for room in the channel.
     backlog: Backlog,
     dns: DnsRedirect,
     timers: Vec<Option<TimerSlot>>,
@@ -254,22 +274,28 @@ impl Handler for Shared {
     }
 
     fn send_packet(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let frame = if self.dns.may_answer(buf) {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(buf);
-            self.dns.to_guest(&mut self.scratch);
-            &self.scratch[..]
+        let Shared {
+            channel,
+            coalescer,
+            backlog,
+            dns,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let frame = if dns.may_answer(buf) {
+            scratch.clear();
+            scratch.extend_from_slice(buf);
+            dns.to_guest(scratch);
+            &scratch[..]
         } else {
             buf
         };
-        match self.backlog.send(&mut self.channel, frame) {
-            Sent::Now => self.stats.to_guest += 1,
-            Sent::Later => self.stats.to_guest_queued += 1,
-            // The backlog full or the NIC gone: dropped, as on a wire.
-            // libslirp is told it went, or it would complain on stderr for
-            // each one.
-            Sent::Dropped => self.stats.to_guest_dropped += 1,
-        }
+        coalescer.push(frame, &mut |hdr, frame| {
+            to_guest(backlog, channel, stats, hdr, frame)
+        });
+        // libslirp is told it went even if it is dropped later, or it
+        // would complain on stderr for each one.
         Ok(buf.len())
     }
 
@@ -336,6 +362,8 @@ pub struct Slirp {
     /// The channel first, then libslirp's sockets, rebuilt every turn.
     pollfds: Vec<libc::pollfd>,
     buf: Vec<u8>,
+    /// A segment of a guest's GSO frame.
+    seg: Vec<u8>,
     channel_fd: RawFd,
 }
 
@@ -400,6 +428,7 @@ impl Slirp {
         let channel_fd = channel.as_raw_fd();
         let shared = Rc::new(RefCell::new(Shared {
             channel,
+            coalescer: Coalescer::default(),
             backlog: Backlog::default(),
             dns: DnsRedirect::new(cfg.dns, cfg.ipv6.then_some(cfg.ipv6_dns), cfg.dns_upstream),
             timers: Vec::new(),
@@ -414,6 +443,7 @@ impl Slirp {
             hostfwd: cfg.hostfwd.clone(),
             pollfds: Vec::with_capacity(64),
             buf: vec![0; RECV_BUF],
+            seg: Vec::with_capacity(MAX_FRAME),
             channel_fd,
         })
     }
@@ -520,26 +550,61 @@ impl Slirp {
             self.guest_frames();
         }
         self.run_timers();
+        // What libslirp sent the guest this turn.
+        self.shared.borrow_mut().flush_coalesced();
         if channel & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             return Ok(Flow::Stop);
         }
         Ok(Flow::Go)
     }
 
-    /// Hands up to [`BATCH`] waiting guest frames to libslirp.
+    /// Hands up to [`BATCH`] waiting guest messages to libslirp: the
+    /// frame, its checksum completed, or a GSO frame's segments.
     fn guest_frames(&mut self) {
+        let Slirp {
+            ctx,
+            shared,
+            buf,
+            seg,
+            ..
+        } = self;
         for _ in 0..BATCH {
-            let n = match self.shared.borrow_mut().channel.recv(&mut self.buf) {
+            let n = match shared.borrow_mut().channel.recv(buf) {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // WouldBlock: all read. Other errors show up as POLLERR.
                 Err(_) => return,
             };
-            let frame = &mut self.buf[..n];
-            let verdict = self.shared.borrow_mut().check_guest_frame(frame);
-            if verdict != Verdict::Drop {
-                self.ctx.input(frame);
+            let msg = &mut buf[..n];
+            let hdr = match VnetHdr::parse(msg) {
+                Ok(hdr) => hdr,
+                Err(e) => {
+                    shared.borrow_mut().bad_header(e);
+                    continue;
+                }
+            };
+            let frame = &mut msg[HDR_LEN..];
+            if !hdr.is_gso() {
+                match complete_checksum(&hdr, frame) {
+                    Ok(()) => input(ctx, shared, frame),
+                    Err(e) => shared.borrow_mut().bad_header(e),
+                }
+                continue;
+            }
+            let split = match Segments::new(&hdr, frame) {
+                Ok(split) => split,
+                Err(e) => {
+                    shared.borrow_mut().bad_header(e);
+                    continue;
+                }
+            };
+            shared.borrow_mut().stats.gso_from_guest += 1;
+            for k in 0..split.count() {
+                if split.build(frame, k, seg).is_err() {
+                    break;
+                }
+                input(ctx, shared, seg);
             }
         }
     }
@@ -584,7 +649,59 @@ impl Slirp {
     }
 }
 
+/// Checks a frame from the guest and, unless it is dropped, hands it to
+/// libslirp (with nothing borrowed: libslirp calls back).
+fn input(ctx: &Context<Rc<RefCell<Shared>>>, shared: &RefCell<Shared>, frame: &mut [u8]) {
+    let verdict = shared.borrow_mut().check_guest_frame(frame);
+    if verdict != Verdict::Drop {
+        ctx.input(frame);
+    }
+}
+
+/// Sends `frame` behind `hdr` to the guest, or queues it, or drops it (the
+/// backlog full or the NIC gone, as on a wire), counted.
+fn to_guest(
+    backlog: &mut Backlog,
+    channel: &mut FrameChannel,
+    stats: &mut SlirpStats,
+    hdr: &VnetHdr,
+    frame: &[u8],
+) {
+    if hdr.is_gso() {
+        stats.gso_to_guest += 1;
+    }
+    match backlog.send(channel, hdr, frame) {
+        Sent::Now => stats.to_guest += 1,
+        Sent::Later => stats.to_guest_queued += 1,
+        Sent::Dropped => stats.to_guest_dropped += 1,
+    }
+}
+
 impl Shared {
+    /// Sends what the coalescer holds (at the end of a turn).
+    fn flush_coalesced(&mut self) {
+        let Shared {
+            channel,
+            coalescer,
+            backlog,
+            stats,
+            ..
+        } = self;
+        coalescer.flush(&mut |hdr, frame| to_guest(backlog, channel, stats, hdr, frame));
+    }
+
+    /// Counts (and now and then logs) a guest message dropped for its
+    /// header.
+    fn bad_header(&mut self, e: offload::Error) {
+        self.stats.bad_headers += 1;
+        if self.stats.bad_headers.is_power_of_two() {
+            log::warn!(
+                "slirp: from the guest: {e}; dropped ({} such)",
+                self.stats.bad_headers
+            );
+        }
+    }
+
     /// Sends the frames that waited, as far as the channel takes them.
     fn flush_backlog(&mut self) {
         let (sent, dropped) = self.backlog.flush(&mut self.channel);

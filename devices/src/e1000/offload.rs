@@ -1,13 +1,15 @@
 //! Transmit offloads done in software: checksum insertion (legacy
 //! descriptors' CSO/CSS, and the TCP/IP context's IP and TCP/UDP fields)
-//! and TCP segmentation (TSO) of one large packet into MSS-sized frames.
+//! and TCP segmentation (TSO) of one large packet into MSS-sized frames,
+//! as the context descriptors describe them (the checksum helpers are
+//! shared: [`crate::net_offload`]).
+
+use crate::net_offload::tcp_flags::{FIN, PSH};
+use crate::net_offload::{fold, get16, insert_checksum, put16};
 
 /// Data descriptor POPTS bits: insert the IP / the TCP or UDP checksum.
 pub const IXSM: u8 = 1 << 0;
 pub const TXSM: u8 = 1 << 1;
-/// TCP flags cleared in every segment but the last.
-const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
 
 /// A TCP/IP context descriptor, as the device remembers it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,52 +52,6 @@ impl Context {
             tse: tucmd & 0x04 != 0,
         }
     }
-}
-
-/// Adds the big-endian 16-bit words of `data` (odd last byte padded with
-/// zero) to `sum`, without folding.
-pub fn add_words(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-/// Folds a sum to 16 bits, ones' complement.
-pub fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-/// Computes the Internet checksum of `frame[css..=cse]` (to the end when
-/// `cse` is 0) with the checksum field as it is, and stores it at `cso`;
-/// a 0 result goes out as 0xffff, as UDP needs. Offsets out of range make
-/// it do nothing, as the hardware ignores them.
-pub fn insert_checksum(frame: &mut [u8], css: usize, cso: usize, cse: usize) {
-    let end = if cse == 0 {
-        frame.len()
-    } else {
-        frame.len().min(cse.saturating_add(1))
-    };
-    if css >= end || cso.saturating_add(2) > frame.len() {
-        return;
-    }
-    let sum = !fold(add_words(0, &frame[css..end]));
-    put16(frame, cso, if sum == 0 { 0xffff } else { sum });
 }
 
 /// Inserts the checksums a non-segmented packet asks for: a legacy

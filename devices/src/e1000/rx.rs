@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use super::regs::{ctrl, int, rctl, RAH_AV};
 use super::ring::Ring;
 use super::stats::{reg as stat, Cast};
-use super::{crc, offload, Dir, Error, E1000};
+use super::{crc, Dir, Error, E1000};
 use crate::pci::Interrupts;
 use crate::virtio::net::NetBackend;
 
@@ -198,7 +198,7 @@ impl<B: NetBackend, M: GuestMemory + Send, I: Interrupts> E1000<B, M, I> {
             if h[0] & NEEDS_CSUM != 0 {
                 let start = usize::from(u16::from_le_bytes([h[6], h[7]]));
                 let off = usize::from(u16::from_le_bytes([h[8], h[9]]));
-                offload::insert_checksum(&mut self.rx.buf[..len], start, start + off, 0);
+                crate::net_offload::insert_checksum(&mut self.rx.buf[..len], start, start + off, 0);
             }
         }
         self.accept(len)

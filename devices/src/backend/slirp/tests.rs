@@ -3,10 +3,13 @@
 //! frame channel. All traffic stays on the loopback interface.
 
 use std::cell::Cell;
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::time::Instant;
 
 use super::*;
+use crate::net_offload::hdr::{GSO_TCPV4, NEEDS_CSUM};
+use crate::net_offload::tests::assert_checksums;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -122,28 +125,38 @@ impl Guest {
         }
     }
 
+    /// Sends a wire frame, behind a zero header.
     fn send(&mut self, frame: &[u8]) {
-        self.chan.send(frame).unwrap();
+        self.chan.send_frame(&VnetHdr::NONE, frame).unwrap();
     }
 
-    /// Runs slirp until a frame for the guest satisfies `want` (answering
-    /// its ARP requests for the guest on the way), or `side` says stop.
+    /// Runs one turn of slirp, then hands every message for the guest
+    /// (header, frame) to `each`.
+    fn turn(&mut self, mut each: impl FnMut(&VnetHdr, &[u8])) {
+        assert_eq!(
+            self.slirp.run_once(Duration::from_millis(20)).unwrap(),
+            Flow::Go
+        );
+        let mut buf = vec![0u8; RECV_BUF];
+        while let Ok(n) = self.chan.recv(&mut buf) {
+            let hdr = VnetHdr::parse(&buf[..n]).unwrap();
+            each(&hdr, &buf[HDR_LEN..n]);
+        }
+    }
+
+    /// Runs slirp until a frame for the guest satisfies `want`.
     fn until(&mut self, mut want: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
         let deadline = Instant::now() + DEADLINE;
-        let mut buf = [0u8; 2048];
-        loop {
+        let mut found = None;
+        while found.is_none() {
             assert!(Instant::now() < deadline, "nothing came in time");
-            assert_eq!(
-                self.slirp.run_once(Duration::from_millis(20)).unwrap(),
-                Flow::Go
-            );
-            while let Ok(n) = self.chan.recv(&mut buf) {
-                let f = &buf[..n];
-                if want(f) {
-                    return f.to_vec();
+            self.turn(|_, f| {
+                if found.is_none() && want(f) {
+                    found = Some(f.to_vec());
                 }
-            }
+            });
         }
+        found.unwrap()
     }
 }
 
@@ -225,6 +238,35 @@ fn frames_libslirp_should_not_see_are_dropped() {
     g.send(&vec![0xff; RECV_BUF + 100]);
     g.send(&eth([0xff; 6], 0x88f8, &[0; 50])); // NC-SI
     g.send(&eth([0xff; 6], 0x8100, &[0; 50])); // VLAN
+                                               // Headers: unknown flags, UDP GSO, a checksum beyond the frame, a GSO
+                                               // frame that is no TCP; a message too short for a header.
+    let arp = arp_request(HOST);
+    let none = VnetHdr::NONE;
+    for hdr in [
+        VnetHdr {
+            flags: 0x40,
+            ..none
+        },
+        VnetHdr {
+            gso_type: 3,
+            gso_size: 1000,
+            ..none
+        },
+        VnetHdr {
+            flags: NEEDS_CSUM,
+            csum_start: 40,
+            csum_offset: 6,
+            ..none
+        },
+        VnetHdr {
+            gso_type: GSO_TCPV4,
+            gso_size: 1000,
+            ..none
+        },
+    ] {
+        g.chan.send_frame(&hdr, &arp).unwrap();
+    }
+    g.chan.send(&[0; HDR_LEN - 1]).unwrap();
     g.slirp.run_once(Duration::from_millis(20)).unwrap();
     let stats = g.slirp.stats();
     assert_eq!(
@@ -232,9 +274,10 @@ fn frames_libslirp_should_not_see_are_dropped() {
             stats.runts,
             stats.oversize,
             stats.other_types,
+            stats.bad_headers,
             stats.from_guest
         ),
-        (1, 2, 2, 0),
+        (1, 2, 2, 5, 0),
         "{stats:?}"
     );
     // And the instance still works.
@@ -329,5 +372,181 @@ fn hostfwd_in_use_is_an_error_naming_the_rule() {
     assert!(
         e.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:22")),
         "{e}"
+    );
+}
+
+/// libslirp's MAC for the host alias.
+const SLIRP_MAC: [u8; 6] = [0x52, 0x55, 10, 0, 2, 2];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+
+/// A TCP segment from the guest to the host alias. With `partial`, the
+/// checksum field holds only the pseudo-header's sum, as a guest leaves it
+/// for NEEDS_CSUM.
+fn tcp_frame(
+    ports: (u16, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+    partial: bool,
+) -> Vec<u8> {
+    // An MSS option on the SYN.
+    let options: &[u8] = if flags & SYN != 0 {
+        &[2, 4, 0x05, 0xb4]
+    } else {
+        &[]
+    };
+    let mut t = Vec::new();
+    t.extend_from_slice(&ports.0.to_be_bytes());
+    t.extend_from_slice(&ports.1.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[
+        ((20 + options.len()) as u8 / 4) << 4,
+        flags,
+        0xff,
+        0xff,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    t.extend_from_slice(options);
+    t.extend_from_slice(payload);
+    let mut pseudo = [GUEST.octets(), HOST.octets()].concat();
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    let c = if partial {
+        !csum(&pseudo)
+    } else {
+        csum(&[pseudo, t.clone()].concat())
+    };
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 7, 0x40, 0, 64, 6, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + t.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&GUEST.octets());
+    ip.extend_from_slice(&HOST.octets());
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&t);
+    eth(SLIRP_MAC, 0x0800, &ip)
+}
+
+/// A TCP segment's (sequence number, flags, payload) if `f` is one to
+/// the guest's port `port`.
+fn tcp_to(f: &[u8], port: u16) -> Option<(u32, u8, &[u8])> {
+    if f.len() < 54 || f[12..14] != [8, 0] || f[23] != 6 {
+        return None;
+    }
+    let l4 = 14 + usize::from(f[14] & 15) * 4;
+    let t = &f[l4..];
+    if u16::from_be_bytes([t[2], t[3]]) != port {
+        return None;
+    }
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    Some((seq, t[13], &t[usize::from(t[12] >> 4) * 4..]))
+}
+
+/// A guest's TCP connection through libslirp to a listener on the host:
+/// what the host sends comes in coalesced GSO frames that segment back
+/// into right wire frames; what the guest sends in one GSO frame libslirp
+/// takes, segment by segment (it checks every checksum).
+#[test]
+fn tcp_both_ways_with_offloads() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ports = (40000, port);
+    let mut g = Guest::new(Config::default());
+    g.send(&arp_request(HOST));
+    g.until(|f| f[12..14] == [8, 6]);
+
+    let isn = 1000u32;
+    g.send(&tcp_frame(ports, isn, 0, SYN, &[], false));
+    let synack = g.until(|f| tcp_to(f, ports.0).is_some_and(|t| t.1 == SYN | ACK));
+    let mut next = tcp_to(&synack, ports.0).unwrap().0.wrapping_add(1);
+    g.send(&tcp_frame(ports, isn + 1, next, ACK, &[], false));
+    let deadline = Instant::now() + DEADLINE;
+    let mut host = loop {
+        g.turn(|_, _| {});
+        if let Ok((s, _)) = listener.accept() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no connection on the host");
+    };
+
+    // Host to guest.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let writer = {
+        let (data, mut host) = (data.clone(), host.try_clone().unwrap());
+        std::thread::spawn(move || host.write_all(&data).unwrap())
+    };
+    let mut got = Vec::new();
+    let mut seg = Vec::new();
+    while got.len() < data.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} bytes",
+            got.len(),
+            data.len()
+        );
+        let before = got.len();
+        g.turn(|hdr, f| {
+            let mut wire = vec![f.to_vec()];
+            if hdr.is_gso() {
+                let split = Segments::new(hdr, f).unwrap();
+                wire = (0..split.count())
+                    .map(|k| {
+                        split.build(f, k, &mut seg).unwrap();
+                        seg.clone()
+                    })
+                    .collect();
+            }
+            for w in &wire {
+                if let Some((seq, _, payload)) = tcp_to(w, ports.0) {
+                    assert_checksums(w, "to the guest");
+                    if seq == next {
+                        got.extend_from_slice(payload);
+                        next = next.wrapping_add(payload.len() as u32);
+                    }
+                }
+            }
+        });
+        if got.len() > before {
+            g.send(&tcp_frame(ports, isn + 1, next, ACK, &[], false));
+        }
+    }
+    writer.join().unwrap();
+    assert!(got == data);
+    assert!(g.slirp.stats().gso_to_guest > 0, "{:?}", g.slirp.stats());
+
+    // Guest to host: one GSO frame.
+    let payload: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let frame = tcp_frame(ports, isn + 1, next, ACK | PSH, &payload, true);
+    let layout = crate::net_offload::TcpLayout::parse(&frame).unwrap();
+    let hdr = VnetHdr::tcp_gso(&layout, 1448);
+    g.chan.send_frame(&hdr, &frame).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 65536];
+    while received.len() < payload.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes on the host",
+            received.len()
+        );
+        g.turn(|_, _| {});
+        if let Ok(n) = host.read(&mut buf) {
+            received.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(received == payload);
+    let stats = g.slirp.stats();
+    assert_eq!(
+        (stats.gso_from_guest, stats.bad_headers),
+        (1, 0),
+        "{stats:?}"
     );
 }
