@@ -25,9 +25,11 @@
 //!
 //! Offloads, both ways over the frame channel (see [`super::frames`]): a
 //! guest's frame whose checksum was left to do has it completed, and a GSO
-//! frame is cut into wire frames (checksums computed afresh), each then
-//! checked as above and handed to libslirp, which verifies every checksum;
-//! a header that cannot be used drops the frame, counted. libslirp's
+//! frame becomes one IPv4 TCP segment as long as the whole (libslirp's TCP
+//! takes it as it takes a reassembled datagram) or, for IPv6, is cut into
+//! wire frames; checksums are computed afresh, and the result is checked
+//! as above and handed to libslirp, which verifies every checksum; a
+//! header that cannot be used drops the frame, counted. libslirp's
 //! frames for the guest are gathered over one turn of the event loop and
 //! coalesced (consecutive segments of one TCP flow into GSO frames, the
 //! rest as they are, after the DNS rewriting), one message each.
@@ -68,6 +70,9 @@ const ETH_HLEN: usize = 14;
 pub const MTU: usize = 1500;
 /// The longest frame handed to libslirp.
 pub const MAX_FRAME: usize = ETH_HLEN + MTU;
+/// The longest frame handed to libslirp whole: a guest's IPv4 TCP GSO
+/// frame made one segment (see [`Segments::whole`]).
+const MAX_WHOLE: usize = crate::virtio::net::MAX_FRAME;
 /// Guest frames handled per loop turn before sockets get their turn.
 const BATCH: usize = 64;
 /// The receive buffer: a header and the longest GSO frame (a longer
@@ -587,7 +592,7 @@ impl Slirp {
             let frame = &mut msg[HDR_LEN..];
             if !hdr.is_gso() {
                 match complete_checksum(&hdr, frame) {
-                    Ok(()) => input(ctx, shared, frame),
+                    Ok(()) => input(ctx, shared, frame, MAX_FRAME),
                     Err(e) => shared.borrow_mut().bad_header(e),
                 }
                 continue;
@@ -600,11 +605,20 @@ impl Slirp {
                 }
             };
             shared.borrow_mut().stats.gso_from_guest += 1;
+            // libslirp takes an IPv4 TCP segment of any length (it
+            // reassembles fragments into as long), so one segment of the
+            // whole frame is one pass through its TCP input, one write to
+            // the host socket and one ACK where the wire frames would be
+            // dozens. Its IPv6 input drops what exceeds its MTU.
+            if split.ipv4() && split.whole(frame).is_ok() {
+                input(ctx, shared, frame, MAX_WHOLE);
+                continue;
+            }
             for k in 0..split.count() {
                 if split.build(frame, k, seg).is_err() {
                     break;
                 }
-                input(ctx, shared, seg);
+                input(ctx, shared, seg, MAX_FRAME);
             }
         }
     }
@@ -649,10 +663,16 @@ impl Slirp {
     }
 }
 
-/// Checks a frame from the guest and, unless it is dropped, hands it to
-/// libslirp (with nothing borrowed: libslirp calls back).
-fn input(ctx: &Context<Rc<RefCell<Shared>>>, shared: &RefCell<Shared>, frame: &mut [u8]) {
-    let verdict = shared.borrow_mut().check_guest_frame(frame);
+/// Checks a frame from the guest of at most `max_len` bytes and, unless
+/// it is dropped, hands it to libslirp (with nothing borrowed: libslirp
+/// calls back).
+fn input(
+    ctx: &Context<Rc<RefCell<Shared>>>,
+    shared: &RefCell<Shared>,
+    frame: &mut [u8],
+    max_len: usize,
+) {
+    let verdict = shared.borrow_mut().check_guest_frame(frame, max_len);
     if verdict != Verdict::Drop {
         ctx.input(frame);
     }
@@ -709,14 +729,15 @@ impl Shared {
         self.stats.to_guest_dropped += dropped;
     }
 
-    /// Checks a frame from the guest before libslirp sees it.
-    fn check_guest_frame(&mut self, frame: &mut [u8]) -> Verdict {
+    /// Checks a frame from the guest, of at most `max_len` bytes, before
+    /// libslirp sees it.
+    fn check_guest_frame(&mut self, frame: &mut [u8], max_len: usize) -> Verdict {
         let stats = &mut self.stats;
         if frame.len() < ETH_HLEN {
             stats.runts += 1;
             return Verdict::Drop;
         }
-        if frame.len() > MAX_FRAME {
+        if frame.len() > max_len {
             stats.oversize += 1;
             return Verdict::Drop;
         }

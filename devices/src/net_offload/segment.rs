@@ -8,6 +8,10 @@
 //! the sequence number (+k·MSS), the flags (FIN and PSH only on the last
 //! segment, CWR only on the first) and the TCP checksum, from the
 //! pseudo-header and the segment, whatever the sender left in the field.
+//!
+//! [`Segments::whole`] instead makes the frame one segment as long as the
+//! whole, for a receiver that takes segments longer than the MSS it
+//! offered (libslirp, a BSD stack, does).
 
 use super::layout::tcp_flags::{CWR, FIN, PSH};
 use super::{add_words, fold, get16, put16, Error, Result, TcpLayout, VnetHdr};
@@ -63,6 +67,11 @@ impl Segments {
         })
     }
 
+    /// Whether the frame is IPv4.
+    pub fn ipv4(&self) -> bool {
+        self.layout.ipv4
+    }
+
     /// How many segments (at least one: a frame without payload is its
     /// own only segment).
     pub fn count(&self) -> usize {
@@ -108,6 +117,28 @@ impl Segments {
         put16(out, l.tcp_csum(), 0);
         let sum = l.pseudo_sum(out, len - l.l4) + add_words(0, &out[l.l4..]);
         put16(out, l.tcp_csum(), !fold(sum));
+        Ok(())
+    }
+
+    /// Makes `frame` (the frame [`Segments::new`] saw) one segment, in
+    /// place: the IP length of the whole (an error if it does not fit the
+    /// field), the IPv4 header checksum and the TCP checksum computed
+    /// afresh; the ID, sequence number and flags stay the first
+    /// segment's, which with the last one's FIN and PSH is what the
+    /// segments say together.
+    pub fn whole(&self, frame: &mut [u8]) -> Result<()> {
+        let l = &self.layout;
+        if frame.len() != self.len {
+            return Err(Error::Packet("not the frame that was checked"));
+        }
+        let Some(ip_len) = l.ip_len(self.len) else {
+            return Err(Error::Packet("too long for one IP packet"));
+        };
+        put16(frame, l.ip_len_at(), ip_len);
+        l.fix_ipv4_csum(frame);
+        put16(frame, l.tcp_csum(), 0);
+        let sum = l.pseudo_sum(frame, self.len - l.l4) + add_words(0, &frame[l.l4..]);
+        put16(frame, l.tcp_csum(), !fold(sum));
         Ok(())
     }
 }

@@ -424,8 +424,28 @@ fn a_senders_gso_frame_becomes_right_wire_frames() {
             csum_offset: 16,
             num_buffers: 0,
         };
-        let wire = segment(&[(h, f)]);
+        let wire = segment(&[(h, f.clone())]);
         assert_eq!(wire.len(), 60000usize.div_ceil(1448));
+        // Or one segment of it all, the headers as they were but for the
+        // lengths and checksums.
+        let mut whole = f.clone();
+        Segments::new(&h, &f).unwrap().whole(&mut whole).unwrap();
+        assert_checksums(&whole, "whole");
+        let l = TcpLayout::parse(&whole).unwrap();
+        assert_eq!(whole[l.payload..], payload[..]);
+        assert_eq!(
+            usize::from(get16(&whole, l.ip_len_at())),
+            whole.len() - l.l3 - if flow.v6 { 40 } else { 0 }
+        );
+        let unchanged =
+            |b: &[u8]| [&b[..l.ip_len_at()], &b[l.ip_len_at() + 2..l.tcp_csum()]].concat();
+        if flow.v6 {
+            assert_eq!(unchanged(&whole), unchanged(&f));
+        } else {
+            assert_eq!(whole[..l.l3 + 2], f[..l.l3 + 2]);
+            assert_eq!(whole[l.l3 + 4..l.l3 + 10], f[l.l3 + 4..l.l3 + 10]);
+            assert_eq!(whole[l.l3 + 12..l.tcp_csum()], f[l.l3 + 12..l.tcp_csum()]);
+        }
         let mut data = Vec::new();
         for (k, s) in wire.iter().enumerate() {
             assert_checksums(s, "segment");
@@ -609,6 +629,12 @@ fn random_damage_never_panics() {
                 for k in 0..s.count() {
                     s.build(frame, k, &mut seg).unwrap();
                 }
+                // Made whole, or refused as too long for one packet.
+                let mut whole = frame.to_vec();
+                if s.whole(&mut whole).is_ok() {
+                    assert_eq!(whole.len(), frame.len());
+                }
+                assert!(s.whole(&mut whole[1..]).is_err());
             }
             let _ = complete_checksum(&h, frame);
         }
