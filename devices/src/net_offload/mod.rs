@@ -48,13 +48,33 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Adds the big-endian 16-bit words of `data` (odd last byte padded with
-/// zero) to `sum`, without folding.
-pub fn add_words(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
+/// zero) to `sum`, without folding. The result is congruent to the plain
+/// sum modulo 0xffff, which is all [`fold`] looks at, and not always equal
+/// to it: eight bytes at a time are added in the machine's byte order and
+/// the order of the folded total put right once (the ones' complement sum
+/// does not depend on byte order, RFC 1071 section 2), because the frames
+/// summed are up to 64 KiB and two bytes at a time is four times slower.
+pub fn add_words(sum: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    let (mut lanes, mut carries) = (0u64, 0u64);
     for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let (next, carried) = lanes.overflowing_add(u64::from_ne_bytes(word));
+        lanes = next;
+        carries += u64::from(carried);
+    }
+    // A carry out of bit 63 is worth 2^64, which is 1 modulo 0xffff.
+    let native = (lanes >> 48) + (lanes >> 32 & 0xffff) + (lanes >> 16 & 0xffff) + (lanes & 0xffff);
+    let native = fold(native + carries);
+    // The folded sum's bytes as they would lie in memory, read big-endian.
+    let mut sum = sum + u64::from(u16::from_be_bytes(native.to_ne_bytes()));
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
         sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         sum += u64::from(*last) << 8;
     }
     sum

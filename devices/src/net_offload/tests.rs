@@ -656,3 +656,28 @@ fn random_damage_never_panics() {
         assert!(n <= run.len() + 1);
     }
 }
+
+#[test]
+fn add_words_folds_to_the_plain_sum() {
+    let plain = |sum: u64, data: &[u8]| {
+        let mut sum = sum;
+        for (i, b) in data.iter().enumerate() {
+            sum += u64::from(*b) << if i % 2 == 0 { 8 } else { 0 };
+        }
+        fold(sum)
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..70_000).map(|_| rng(&mut seed) as u8).collect();
+    let ones = vec![0xffu8; 70_000];
+    let zeros = vec![0u8; 100];
+    for data in [&noise, &ones, &zeros] {
+        for len in (0..40).chain([1499, 1500, 65535, 65536, 70_000]) {
+            for start in [0, 1, 3] {
+                let d = &data[start..start + len.min(data.len() - start)];
+                for sum in [0, 0xffff, 0x1_2345_6789] {
+                    assert_eq!(fold(add_words(sum, d)), plain(sum, d), "{len} {start}");
+                }
+            }
+        }
+    }
+}
