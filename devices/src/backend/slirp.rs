@@ -31,8 +31,14 @@
 //! as above and handed to libslirp, which verifies every checksum; a
 //! header that cannot be used drops the frame, counted. libslirp's
 //! frames for the guest are gathered over one turn of the event loop and
-//! coalesced (consecutive segments of one TCP flow into GSO frames, the
-//! rest as they are, after the DNS rewriting), one message each.
+//! coalesced (consecutive segments of one TCP flow into GSO frames of the
+//! guest's MSS, the rest as they are, after the DNS rewriting), one
+//! message each.
+//!
+//! libslirp itself runs with a 64 KiB MTU, so that its TCP moves 32 KiB
+//! per segment where the guest's would be 1460 bytes: see [`mss`] for how
+//! the guest is kept from noticing. An IPv4 packet for the guest longer
+//! than its MTU (UDP, ICMP) is fragmented here, as libslirp would have.
 //!
 //! One [`Slirp`] runs on one thread (libslirp is not thread-safe, and the
 //! crate's context is not `Send`); [`Slirp::run`] is its whole event loop:
@@ -42,6 +48,7 @@
 
 pub mod backlog;
 pub mod dns;
+pub mod mss;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CString};
@@ -59,20 +66,25 @@ use serde::{Deserialize, Serialize};
 
 use super::frames::FrameChannel;
 use super::{Error, Result};
-use crate::net_offload::{self as offload, complete_checksum, Coalescer, Segments, VnetHdr};
+use crate::net_offload::{
+    self as offload, complete_checksum, Coalescer, Fragments, Segments, VnetHdr,
+};
 use crate::virtio::net::HDR_LEN;
 use backlog::{Backlog, Sent};
 use dns::{DnsRedirect, Verdict};
+use mss::{GuestMss, SLIRP_MTU};
 
 /// Ethernet header.
 const ETH_HLEN: usize = 14;
-/// libslirp's MTU and MRU (IF_MTU_DEFAULT, IF_MRU_DEFAULT).
+/// The guest's link MTU: the longest IP packet taken from the guest or
+/// sent to it, but for TCP (see [`mss`]). libslirp's own is far larger
+/// ([`SLIRP_MTU`]).
 pub const MTU: usize = 1500;
 /// The longest frame handed to libslirp.
 pub const MAX_FRAME: usize = ETH_HLEN + MTU;
 /// The longest frame handed to libslirp whole: a guest's IPv4 TCP GSO
 /// frame made one segment (see [`Segments::whole`]).
-const MAX_WHOLE: usize = crate::virtio::net::MAX_FRAME;
+const MAX_WHOLE: usize = ETH_HLEN + SLIRP_MTU;
 /// Guest frames handled per loop turn before sockets get their turn.
 const BATCH: usize = 64;
 /// The receive buffer: a header and the longest GSO frame (a longer
@@ -235,6 +247,11 @@ pub struct SlirpStats {
     pub to_guest_dropped: u64,
     /// GSO frames made for the guest (of libslirp's frames coalesced).
     pub gso_to_guest: u64,
+    /// IPv4 packets for the guest longer than [`MTU`], sent in fragments.
+    pub fragmented: u64,
+    /// IPv4 packets for the guest longer than [`MTU`] that could not be
+    /// fragmented (DF set), dropped.
+    pub too_long: u64,
 }
 
 /// A timer libslirp made: its deadline (ms on libslirp's clock) and what to
@@ -250,6 +267,10 @@ struct Shared {
     channel: FrameChannel,
     /// Frames for the guest, merged over a turn of the event loop.
     coalescer: Coalescer,
+    /// The MSS the guest asked for, per connection.
+    mss: GuestMss,
+    /// A fragment of a packet for the guest.
+    fragment: Vec<u8>,
     /// Messages for the guest waiting for room in the channel.
     backlog: Backlog,
     dns: DnsRedirect,
@@ -282,6 +303,8 @@ impl Handler for Shared {
         let Shared {
             channel,
             coalescer,
+            mss,
+            fragment,
             backlog,
             dns,
             scratch,
@@ -296,8 +319,9 @@ impl Handler for Shared {
         } else {
             buf
         };
-        coalescer.push(frame, &mut |hdr, frame| {
-            to_guest(backlog, channel, stats, hdr, frame)
+        let mss = |l: &offload::TcpLayout, f: &[u8]| usize::from(mss.to_guest(f, l));
+        coalescer.push(frame, mss, &mut |hdr, frame| {
+            to_guest(backlog, channel, stats, fragment, hdr, frame)
         });
         // libslirp is told it went even if it is dropped later, or it
         // would complain on stderr for each one.
@@ -419,8 +443,10 @@ impl Slirp {
                 search_ptrs.as_mut_ptr()
             },
             vdomainname: ptr(&domainname),
-            if_mtu: MTU,
-            if_mru: MTU,
+            // TCP segments of up to 32 KiB, and IPv6 GSO frames taken whole:
+            // see `mss`.
+            if_mtu: SLIRP_MTU,
+            if_mru: SLIRP_MTU,
             disable_host_loopback: false,
             enable_emu: false,
             outbound_addr: std::ptr::null(),
@@ -434,6 +460,8 @@ impl Slirp {
         let shared = Rc::new(RefCell::new(Shared {
             channel,
             coalescer: Coalescer::default(),
+            mss: GuestMss::default(),
+            fragment: Vec::with_capacity(MAX_FRAME),
             backlog: Backlog::default(),
             dns: DnsRedirect::new(cfg.dns, cfg.ipv6.then_some(cfg.ipv6_dns), cfg.dns_upstream),
             timers: Vec::new(),
@@ -605,12 +633,11 @@ impl Slirp {
                 }
             };
             shared.borrow_mut().stats.gso_from_guest += 1;
-            // libslirp takes an IPv4 TCP segment of any length (it
-            // reassembles fragments into as long), so one segment of the
-            // whole frame is one pass through its TCP input, one write to
-            // the host socket and one ACK where the wire frames would be
-            // dozens. Its IPv6 input drops what exceeds its MTU.
-            if split.ipv4() && split.whole(frame).is_ok() {
+            // libslirp takes a TCP segment as long as its MTU, so one
+            // segment of the whole frame is one pass through its TCP input,
+            // one write to the host socket and one ACK where the wire
+            // frames would be dozens.
+            if frame.len() <= MAX_WHOLE && split.whole(frame).is_ok() {
                 input(ctx, shared, frame, MAX_WHOLE);
                 continue;
             }
@@ -679,17 +706,41 @@ fn input(
 }
 
 /// Sends `frame` behind `hdr` to the guest, or queues it, or drops it (the
-/// backlog full or the NIC gone, as on a wire), counted.
+/// backlog full or the NIC gone, as on a wire), counted. An IPv4 packet
+/// longer than the guest's MTU goes in fragments, built in `fragment`.
 fn to_guest(
+    backlog: &mut Backlog,
+    channel: &mut FrameChannel,
+    stats: &mut SlirpStats,
+    fragment: &mut Vec<u8>,
+    hdr: &VnetHdr,
+    frame: &[u8],
+) {
+    if hdr.is_gso() {
+        stats.gso_to_guest += 1;
+    } else if frame.len() > MAX_FRAME && u16::from_be_bytes([frame[12], frame[13]]) == 0x0800 {
+        let Ok(split) = Fragments::new(frame, MTU) else {
+            stats.too_long += 1;
+            return;
+        };
+        stats.fragmented += 1;
+        for k in 0..split.count() {
+            if split.build(frame, k, fragment).is_ok() {
+                send_to_guest(backlog, channel, stats, hdr, fragment);
+            }
+        }
+        return;
+    }
+    send_to_guest(backlog, channel, stats, hdr, frame);
+}
+
+fn send_to_guest(
     backlog: &mut Backlog,
     channel: &mut FrameChannel,
     stats: &mut SlirpStats,
     hdr: &VnetHdr,
     frame: &[u8],
 ) {
-    if hdr.is_gso() {
-        stats.gso_to_guest += 1;
-    }
     match backlog.send(channel, hdr, frame) {
         Sent::Now => stats.to_guest += 1,
         Sent::Later => stats.to_guest_queued += 1,
@@ -703,11 +754,12 @@ impl Shared {
         let Shared {
             channel,
             coalescer,
+            fragment,
             backlog,
             stats,
             ..
         } = self;
-        coalescer.flush(&mut |hdr, frame| to_guest(backlog, channel, stats, hdr, frame));
+        coalescer.flush(&mut |hdr, frame| to_guest(backlog, channel, stats, fragment, hdr, frame));
     }
 
     /// Counts (and now and then logs) a guest message dropped for its
@@ -753,6 +805,7 @@ impl Shared {
         }
         if verdict != Verdict::Drop {
             stats.from_guest += 1;
+            self.mss.from_guest(frame);
         }
         verdict
     }

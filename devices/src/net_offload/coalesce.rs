@@ -3,17 +3,21 @@
 //! NIC takes one large frame where it would have taken dozens.
 //!
 //! Consecutive frames merge when they are in-order segments of one TCP
-//! flow that [`super::Segments`] would give back byte for byte: the same
-//! Ethernet and IP headers but for the IP length, ID and checksum (IPv4
-//! without options, not a fragment, the ID one more each time), the same
-//! TCP header but for the sequence number (contiguous), the flags and the
-//! checksum (the same ports, ACK number, window and options), the flags
-//! ACK (ACK and PSH on the last one merged), the same payload size for
-//! all but the last (which may be shorter and ends the merge), at most 64
-//! KiB in all. Any other frame passes through unchanged, as does a frame
-//! that found nothing to merge with, each behind a zero header.
+//! flow: the same Ethernet and IP headers but for the IP length, ID and
+//! checksum (IPv4 without options, not a fragment, the ID one more each
+//! time), the same TCP header but for the sequence number (contiguous),
+//! the flags and the checksum (the same ports, ACK number, window and
+//! options), the flags ACK (PSH or FIN end the merge, as does a segment
+//! shorter than the receiver's MSS), at most 64 KiB in all. The merged
+//! frame is a GSO frame of the receiver's MSS, given by the caller per
+//! flow; so is a single segment longer than that MSS (the sender's MSS
+//! may exceed the receiver's, see the slirp backend). When every segment
+//! but the last is exactly one MSS long, [`super::Segments`] gives the
+//! segments back byte for byte. Any other frame passes through unchanged,
+//! as does a frame that found nothing to merge with, each behind a zero
+//! header.
 
-use super::layout::tcp_flags::{ACK, PSH};
+use super::layout::tcp_flags::{ACK, FIN, PSH};
 use super::{fold, get16, put16, TcpLayout, VnetHdr};
 use crate::virtio::net::MAX_FRAME;
 
@@ -21,7 +25,7 @@ use crate::virtio::net::MAX_FRAME;
 #[derive(Clone, Copy, Debug)]
 struct Open {
     layout: TcpLayout,
-    /// Payload bytes of each segment (the first one's).
+    /// The receiver's MSS: the GSO size.
     mss: usize,
     segs: usize,
     next_seq: u32,
@@ -38,18 +42,23 @@ pub struct Coalescer {
 }
 
 /// A frame that may merge: its headers, payload length and whether it
-/// has PSH.
+/// ends a merge (PSH or FIN).
 struct Candidate {
     layout: TcpLayout,
     payload: usize,
-    psh: bool,
+    last: bool,
 }
 
 impl Coalescer {
     /// Takes the next frame of the run: merges it into the frame held, or
     /// hands that one to `out` and holds this one (or hands it on too if
-    /// nothing could merge with it).
-    pub fn push<F: FnMut(&VnetHdr, &[u8])>(&mut self, frame: &[u8], out: &mut F) {
+    /// it cannot merge). `mss` gives the receiver's MSS for a TCP frame's
+    /// flow (called once per frame held).
+    pub fn push<M, F>(&mut self, frame: &[u8], mss: M, out: &mut F)
+    where
+        M: FnOnce(&TcpLayout, &[u8]) -> usize,
+        F: FnMut(&VnetHdr, &[u8]),
+    {
         let Some(c) = candidate(frame) else {
             self.flush(out);
             return out(&VnetHdr::NONE, frame);
@@ -62,28 +71,31 @@ impl Coalescer {
             self.buf.extend_from_slice(&frame[c.layout.payload..]);
             open.segs += 1;
             open.next_seq = open.next_seq.wrapping_add(c.payload as u32);
-            if c.psh {
-                self.buf[c.layout.flags()] |= PSH;
-            }
-            if c.psh || c.payload < open.mss {
+            // The last segment's flags stand for the merged frame's end.
+            self.buf[c.layout.flags()] = frame[c.layout.flags()];
+            if c.last || c.payload < open.mss {
                 self.flush(out);
             }
             return;
         }
         self.flush(out);
-        if c.psh {
-            // Nothing may follow it.
+        let mss = mss(&c.layout, frame).clamp(1, usize::from(u16::MAX));
+        if c.payload <= mss && (c.last || c.payload < mss) {
+            // Nothing may follow it, and it needs no cutting.
             return out(&VnetHdr::NONE, frame);
         }
         self.buf.clear();
         self.buf.extend_from_slice(frame);
         self.open = Some(Open {
             layout: c.layout,
-            mss: c.payload,
+            mss,
             segs: 1,
             next_seq: seq(frame, &c.layout).wrapping_add(c.payload as u32),
             first_id: get16(frame, c.layout.l3 + 4),
         });
+        if c.last || c.payload < mss {
+            self.flush(out);
+        }
     }
 
     /// Hands the frame held, if any, to `out`: unchanged if nothing merged
@@ -92,10 +104,10 @@ impl Coalescer {
         let Some(open) = self.open.take() else {
             return;
         };
-        if open.segs == 1 {
+        let l = &open.layout;
+        if self.buf.len() - l.payload <= open.mss {
             return out(&VnetHdr::NONE, &self.buf);
         }
-        let l = &open.layout;
         let len = self.buf.len();
         put16(&mut self.buf, l.ip_len_at(), l.ip_len(len).unwrap_or(0));
         l.fix_ipv4_csum(&mut self.buf);
@@ -109,7 +121,7 @@ impl Coalescer {
         // each segment's length in.
         let pseudo = fold(l.pseudo_sum(&self.buf, len - l.l4));
         put16(&mut self.buf, l.tcp_csum(), pseudo);
-        // mss: a first frame's payload, below MAX_FRAME.
+        // mss: below the frame's payload, so below MAX_FRAME.
         out(&VnetHdr::tcp_gso(l, open.mss as u16), &self.buf);
     }
 }
@@ -118,8 +130,9 @@ fn seq(frame: &[u8], l: &TcpLayout) -> u32 {
     u32::from(get16(frame, l.seq())) << 16 | u32::from(get16(frame, l.seq() + 2))
 }
 
-/// `frame` if it may merge: TCP with flags ACK or ACK|PSH and some
-/// payload, IPv4 without options, its IP length what the frame holds.
+/// `frame` if it may merge: TCP with flags ACK and maybe PSH and FIN,
+/// some payload, IPv4 without options, its IP length what the frame
+/// holds.
 fn candidate(frame: &[u8]) -> Option<Candidate> {
     if frame.len() > MAX_FRAME {
         return None;
@@ -128,12 +141,12 @@ fn candidate(frame: &[u8]) -> Option<Candidate> {
     let flags = frame[layout.flags()];
     let fits = (!layout.ipv4 || layout.l4 == layout.l3 + 20)
         && layout.ip_len(frame.len()) == Some(get16(frame, layout.ip_len_at()))
-        && (flags == ACK || flags == ACK | PSH)
+        && flags & !(PSH | FIN) == ACK
         && frame.len() > layout.payload;
     fits.then_some(Candidate {
         layout,
         payload: frame.len() - layout.payload,
-        psh: flags & PSH != 0,
+        last: flags & (PSH | FIN) != 0,
     })
 }
 
@@ -141,7 +154,6 @@ fn candidate(frame: &[u8]) -> Option<Candidate> {
 fn joins(open: &Open, buf: &[u8], frame: &[u8], c: &Candidate) -> bool {
     let l = &open.layout;
     c.layout == *l
-        && c.payload <= open.mss
         && seq(frame, l) == open.next_seq
         && (!l.ipv4 || get16(frame, l.l3 + 4) == open.first_id.wrapping_add(open.segs as u16))
         && buf.len() + c.payload <= MAX_FRAME

@@ -2,7 +2,8 @@
 //! frame channel: the Internet checksum, the virtio-net header
 //! (`virtio_net_hdr_v1`) that carries a frame's offload requests, TCP
 //! segmentation of a GSO frame ([`Segments`]) and its inverse, the merging
-//! of a run of wire frames into GSO frames ([`Coalescer`]).
+//! of a run of wire frames into GSO frames ([`Coalescer`]), IPv4
+//! fragmentation ([`Fragments`]).
 //!
 //! Everything here takes its input for hostile: every offset is checked,
 //! no loop runs longer than the frame is long, nothing panics; what cannot
@@ -10,6 +11,9 @@
 //! frame.
 
 mod coalesce;
+mod fragment;
+#[cfg(test)]
+mod fragment_tests;
 pub mod hdr;
 mod layout;
 mod segment;
@@ -17,6 +21,7 @@ mod segment;
 pub(crate) mod tests;
 
 pub use coalesce::Coalescer;
+pub use fragment::Fragments;
 pub use hdr::{complete_checksum, VnetHdr};
 pub use layout::{tcp_flags, TcpLayout};
 pub use segment::Segments;
@@ -78,6 +83,18 @@ pub fn add_words(sum: u64, data: &[u8]) -> u64 {
         sum += u64::from(*last) << 8;
     }
     sum
+}
+
+/// RFC 1624 (eqn. 3): the checksum `sum` of data in which the 16-bit words
+/// `old` became `new` (of the same length).
+pub fn adjust_checksum(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    debug_assert_eq!(old.len(), new.len());
+    let mut acc = u64::from(!sum);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += u64::from(!u16::from_be_bytes([o[0], o[1]]));
+        acc += u64::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    !fold(acc)
 }
 
 /// Folds a sum to 16 bits, ones' complement.

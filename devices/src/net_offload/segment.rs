@@ -67,11 +67,6 @@ impl Segments {
         })
     }
 
-    /// Whether the frame is IPv4.
-    pub fn ipv4(&self) -> bool {
-        self.layout.ipv4
-    }
-
     /// How many segments (at least one: a frame without payload is its
     /// own only segment).
     pub fn count(&self) -> usize {

@@ -22,6 +22,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
+use crate::net_offload::adjust_checksum as adjust;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -120,21 +122,6 @@ impl<'a> Ipv4<'a> {
 
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// RFC 1624 (eqn. 3): the checksum `sum` of data in which the 16-bit words
-/// `old` became `new`.
-fn adjust(sum: u16, old: &[u8], new: &[u8]) -> u16 {
-    debug_assert_eq!(old.len(), new.len());
-    let mut acc = u32::from(!sum);
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += u32::from(!u16::from_be_bytes([o[0], o[1]]));
-        acc += u32::from(u16::from_be_bytes([n[0], n[1]]));
-    }
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// Replaces one address and (with a UDP/TCP header) one port of the IPv4

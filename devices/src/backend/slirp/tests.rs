@@ -230,6 +230,61 @@ fn dns_to_the_alias_reaches_the_resolver_and_back() {
     assert_eq!(g.slirp.stats().dns_dropped, 1);
 }
 
+/// libslirp's MTU is far larger than the guest's: a long UDP datagram
+/// from the host reaches the guest in fragments that fit its MTU.
+#[test]
+fn a_long_datagram_reaches_the_guest_in_fragments() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let port = peer.local_addr().unwrap().port();
+    let mut g = Guest::new(Config::default());
+    g.send(&arp_request(HOST));
+    g.send(&udp_frame(GUEST, HOST, 40000, port, b"hello"));
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + DEADLINE;
+    let from = loop {
+        g.slirp.run_once(Duration::from_millis(20)).unwrap();
+        if let Ok((_, from)) = peer.recv_from(&mut buf) {
+            break from;
+        }
+        assert!(Instant::now() < deadline, "the datagram never arrived");
+    };
+    let answer: Vec<u8> = (0..4000u32).map(|i| (i * 13 % 255) as u8).collect();
+    peer.send_to(&answer, from).unwrap();
+    // (offset in bytes, more fragments, IP payload) of each fragment.
+    let mut fragments = Vec::new();
+    while fragments
+        .last()
+        .is_none_or(|f: &(usize, bool, Vec<u8>)| f.1)
+    {
+        assert!(Instant::now() < deadline, "{} fragments", fragments.len());
+        g.turn(|hdr, f| {
+            if f[12..14] != [8, 0] || f[23] != 17 {
+                return;
+            }
+            assert_eq!(*hdr, VnetHdr::NONE);
+            assert!(f.len() <= MAX_FRAME, "{} bytes", f.len());
+            assert_eq!(csum(&f[14..34]), 0, "IPv4 header checksum");
+            let off = u16::from_be_bytes([f[20], f[21]]);
+            let len = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            fragments.push((
+                usize::from(off & 0x1fff) * 8,
+                off & 0x2000 != 0,
+                f[34..14 + len].to_vec(),
+            ));
+        });
+    }
+    let mut datagram = Vec::new();
+    for (off, _, data) in &fragments {
+        assert_eq!(*off, datagram.len());
+        datagram.extend_from_slice(data);
+    }
+    assert_eq!(fragments.len(), 3);
+    assert_eq!(&datagram[2..4], &40000u16.to_be_bytes());
+    assert!(datagram[8..] == answer[..]);
+    assert_eq!(g.slirp.stats().fragmented, 1);
+}
+
 #[test]
 fn frames_libslirp_should_not_see_are_dropped() {
     let mut g = Guest::new(Config::default());
@@ -517,6 +572,9 @@ fn tcp_both_ways_with_offloads() {
             for w in &wire {
                 if let Some((seq, _, payload)) = tcp_to(w, ports.0) {
                     assert_checksums(w, "to the guest");
+                    // libslirp's segments are longer; the guest's are
+                    // the MSS it asked for.
+                    assert!(payload.len() <= 1460, "{}", payload.len());
                     if seq == next {
                         got.extend_from_slice(payload);
                         next = next.wrapping_add(payload.len() as u32);
