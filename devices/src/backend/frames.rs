@@ -40,6 +40,7 @@
 //! kernel reports `MSG_TRUNC`) and counted, never handed on cut short.
 //!
 //! [`net_offload`]: crate::net_offload
+//! [`NetBackend`]: crate::virtio::net::NetBackend
 
 mod nic;
 #[cfg(test)]
