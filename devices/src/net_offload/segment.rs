@@ -31,7 +31,15 @@ impl Segments {
     /// Checks `hdr` and the GSO `frame` it came with, and finds how the
     /// frame splits.
     pub fn new(hdr: &VnetHdr, frame: &[u8]) -> Result<Segments> {
-        let len = frame.len();
+        Self::of_headers(hdr, frame, frame.len())
+    }
+
+    /// [`Segments::new`] for a frame of `len` bytes of which `head` is the
+    /// beginning (at least its headers: Ethernet, IP and TCP).
+    pub fn of_headers(hdr: &VnetHdr, head: &[u8], len: usize) -> Result<Segments> {
+        if head.len() > len {
+            return Err(Error::Packet("more headers than frame"));
+        }
         if len > MAX_FRAME {
             return Err(Error::TooLong(len));
         }
@@ -48,7 +56,7 @@ impl Segments {
             });
         }
         hdr.check_csum(len)?;
-        let layout = TcpLayout::parse(frame)?;
+        let layout = TcpLayout::parse(head)?;
         let v4 = hdr.gso_type & !super::hdr::GSO_ECN == super::hdr::GSO_TCPV4;
         if v4 != layout.ipv4 {
             return Err(Error::GsoMismatch(hdr.gso_type));

@@ -8,8 +8,10 @@
 //! then, e1000 never): a GSO frame it does not take (or that does not fit
 //! the buffers it gives) is cut into segments here, handed out one per
 //! read behind a zero header; a checksum it does not take is completed
-//! here. Messages, segments and the state between reads live in buffers
-//! kept for reuse: nothing is allocated per frame.
+//! here. A NIC whose buffers take any message (virtio-net with GSO)
+//! receives it straight into them, checked there and copied out only if it
+//! must be cut or completed. Messages, segments and the state between
+//! reads live in buffers kept for reuse: nothing is allocated per frame.
 
 use std::io::{self, IoSlice, IoSliceMut};
 
@@ -40,6 +42,10 @@ pub(super) struct Inbound {
     /// The segment being handed out.
     seg: Vec<u8>,
 }
+
+/// The beginning of a message looked at in place: the header and room
+/// for the frame's Ethernet, IP and TCP headers with options.
+const HEAD: usize = HDR_LEN + 18 + 60 + 60;
 
 /// What became of a message.
 enum Taken {
@@ -97,6 +103,32 @@ impl Inbound {
         })
     }
 
+    /// Whether the `len`-byte message that `iov` holds may go to the NIC
+    /// as it is, checked as [`Inbound::take`] does; if not, it is copied
+    /// to `msg` for `take` to deal with.
+    fn take_in_place(&mut self, iov: &[IoSliceMut<'_>], len: usize) -> bool {
+        let mut buf = [0u8; HEAD];
+        let n = gather(iov, &mut buf[..len.min(HEAD)]);
+        let head = &buf[..n];
+        let fits = match VnetHdr::parse(head) {
+            Ok(_) if len < HDR_LEN + MIN_FRAME => false,
+            Ok(hdr) if hdr.is_gso() => {
+                self.takes_gso(&hdr)
+                    && Segments::of_headers(&hdr, &head[HDR_LEN..], len - HDR_LEN).is_ok()
+            }
+            Ok(hdr) => {
+                (!hdr.needs_csum() || self.accepted & GUEST_CSUM != 0)
+                    && hdr.check_csum(len - HDR_LEN).is_ok()
+            }
+            Err(_) => false,
+        };
+        if !fits {
+            let n = gather(iov, &mut self.msg[..len]);
+            debug_assert_eq!(n, len);
+        }
+        fits
+    }
+
     /// The next segment of the frame being split, behind a zero header,
     /// into `iov` (`room` bytes): its length, or None when there is none
     /// left. Segments too long for the buffers are dropped and counted in
@@ -125,6 +157,21 @@ impl Inbound {
         self.split = None;
         None
     }
+}
+
+/// Copies the beginning of what the buffers of `iov` hold into `out`: how
+/// many bytes went.
+fn gather(iov: &[IoSliceMut<'_>], out: &mut [u8]) -> usize {
+    let mut copied = 0;
+    for buf in iov {
+        let n = buf.len().min(out.len() - copied);
+        out[copied..copied + n].copy_from_slice(&buf[..n]);
+        copied += n;
+        if copied == out.len() {
+            break;
+        }
+    }
+    copied
 }
 
 /// Copies `parts`, one after the other, into the buffers of `iov`: how
@@ -162,9 +209,20 @@ impl NetBackend for FrameChannel {
             if let Some(n) = inbound.next_segment(iov, room, &mut stats.truncated) {
                 return Ok(n);
             }
-            let len = recv_on(fd, stats, &mut [IoSliceMut::new(&mut inbound.msg)])?;
+            // Room for any message: received straight into the NIC's
+            // buffers, and copied out only if it cannot stay there as it
+            // is. Else received here first.
+            let direct = room >= HDR_LEN + MAX_FRAME;
+            let len = if direct {
+                recv_on(fd, stats, iov)?
+            } else {
+                recv_on(fd, stats, &mut [IoSliceMut::new(&mut inbound.msg)])?
+            };
             if len == 0 {
                 return Ok(0);
+            }
+            if direct && inbound.take_in_place(iov, len) {
+                return Ok(len);
             }
             match inbound.take(len, room) {
                 Ok(Taken::Whole) => return Ok(scatter(iov, &[&inbound.msg[..len]])),
