@@ -118,13 +118,25 @@ pub fn iperf_server_on(ip: &str, port: u16) -> Result<()> {
     // /proc/net/tcp's local address: the IPv4 address as a little-endian
     // word, then the port, in hex.
     let local = format!("{:08X}:{port:04X}", u32::from_le_bytes(addr.octets()));
-    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let listening = tcp.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
-    });
-    if !listening {
-        sh(&format!("iperf3 -s -D -B {ip} -p {port} >/dev/null 2>&1"))?;
+    let listening = || {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        tcp.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
+    };
+    if listening() {
+        return Ok(());
+    }
+    sh(&format!("iperf3 -s -D -B {ip} -p {port} >/dev/null 2>&1"))?;
+    // The daemon binds after it has detached: wait until it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !listening() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the iperf3 server for {ip}:{port} is not listening 10 s after it started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }

@@ -286,6 +286,12 @@ fn boot_nics_on_bridge(
             first_steps.push(format!("net:{}:{}", place.dev, place.guest_ip));
         }
         e2e::checks::iperf_server_on(&place.host_ip, IPERF_PORT)?;
+        // A pair of clients needs a server each; only now that the bridge
+        // has the address can the second bind it (in a fresh L1 whose first
+        // case this is, it did not before).
+        if nic.queues > 1 {
+            e2e::checks::iperf_server_on(&place.host_ip, SECOND_IPERF_PORT)?;
+        }
         if vmm == Vmm::Qemu {
             taps.push(BridgedTap::create_with_queues(&place.tap, nic.queues)?);
         }
@@ -368,7 +374,6 @@ fn nics_on_bridge(
                 continue;
             }
             if nic.queues > 1 {
-                e2e::checks::iperf_server_on(&host, SECOND_IPERF_PORT)?;
                 steps.push(format!(
                     "iperf2:{host}:{IPERF_SECS}:{dir}:{IPERF_PORT}:{SECOND_IPERF_PORT}"
                 ));
@@ -645,6 +650,17 @@ pub struct InnerOptions {
 /// while, and every client after it would be turned away.
 fn fresh_iperf_servers() {
     let _ = Command::new("pkill").args(["-x", "iperf3"]).status();
+    // Until they are gone, their sockets still listen, and the next run
+    // would take them for its own servers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let left = Command::new("pgrep").args(["-x", "iperf3"]).output();
+        if left.is_ok_and(|o| !o.status.success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("LAB-BENCH iperf3 servers still running 10 s after pkill");
 }
 
 /// How many times a failed run is tried again.
