@@ -172,12 +172,20 @@ impl Vm {
         // A vCPU thread may sit in KVM_RUN for a long time (a halted guest);
         // kick until every thread has seen `done`. A kick that lands just
         // before KVM_RUN is entered is lost, hence the repetition; later ends
-        // (another vCPU seeing the same reset) are drained and ignored.
+        // (another vCPU seeing the same reset) are drained and ignored. The
+        // kicks stay 10 ms apart even once every vCPU has dropped its
+        // sender (the wait then returns at once): a thread on its way out
+        // that is signalled without pause spends all its time in signal
+        // delivery and never gets out (seen: a test that hung for good).
         while threads.iter().any(|t| !t.is_finished()) {
             for t in threads.iter().filter(|t| !t.is_finished()) {
                 runner::kick(t);
             }
-            let _ = ends.recv_timeout(Duration::from_millis(10));
+            if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                ends.recv_timeout(Duration::from_millis(10))
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         Ok(end)
     }
