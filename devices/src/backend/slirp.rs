@@ -25,9 +25,10 @@
 //!
 //! Offloads, both ways over the frame channel (see [`super::frames`]): a
 //! guest's frame whose checksum was left to do has it completed, and a GSO
-//! frame becomes one IPv4 TCP segment as long as the whole (libslirp's TCP
-//! takes it as it takes a reassembled datagram) or, for IPv6, is cut into
-//! wire frames; checksums are computed afresh, and the result is checked
+//! frame becomes one TCP segment as long as the whole (libslirp's TCP
+//! takes it as it takes a reassembled datagram; cut into wire frames only
+//! if longer than libslirp's MTU); checksums are computed afresh, and the
+//! result is checked
 //! as above and handed to libslirp, which verifies every checksum; a
 //! header that cannot be used drops the frame, counted. libslirp's
 //! frames for the guest are gathered over one turn of the event loop and
@@ -82,8 +83,8 @@ const ETH_HLEN: usize = 14;
 pub const MTU: usize = 1500;
 /// The longest frame handed to libslirp.
 pub const MAX_FRAME: usize = ETH_HLEN + MTU;
-/// The longest frame handed to libslirp whole: a guest's IPv4 TCP GSO
-/// frame made one segment (see [`Segments::whole`]).
+/// The longest frame handed to libslirp whole: a guest's TCP GSO frame
+/// made one segment (see [`Segments::whole`]).
 const MAX_WHOLE: usize = ETH_HLEN + SLIRP_MTU;
 /// Guest frames handled per loop turn before sockets get their turn.
 const BATCH: usize = 64;

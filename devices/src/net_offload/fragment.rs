@@ -11,13 +11,9 @@
 //! DF. Bytes past the IP total length (Ethernet padding) are trimmed; a
 //! packet that fits is its own only fragment, the frame so trimmed.
 
+use super::layout::{link_header, ETH_P_IPV4, IPV4_HLEN};
 use super::{add_words, fold, get16, put16, Error, Result};
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 18;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_HLEN: usize = 20;
 /// The least MTU an IPv4 link may have (RFC 791).
 const MIN_MTU: usize = 68;
 const DF: u16 = 0x4000;
@@ -49,14 +45,7 @@ impl Fragments {
         if mtu < MIN_MTU {
             return bad("MTU below 68");
         }
-        if len < ETH_HLEN {
-            return bad("shorter than an Ethernet header");
-        }
-        let (l3, ethertype) = match get16(frame, 12) {
-            ETH_P_8021Q if len >= VLAN_HLEN => (VLAN_HLEN, get16(frame, 16)),
-            ETH_P_8021Q => return bad("truncated VLAN tag"),
-            t => (ETH_HLEN, t),
-        };
+        let (l3, ethertype) = link_header(frame)?;
         if ethertype != ETH_P_IPV4 {
             return bad("not IPv4");
         }

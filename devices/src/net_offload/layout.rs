@@ -6,10 +6,10 @@ use super::{add_words, get16, Error, Result};
 /// Ethernet header, and the same with one 802.1Q tag.
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 18;
-const ETH_P_IPV4: u16 = 0x0800;
+pub(super) const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_HLEN: usize = 20;
+pub(super) const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_HLEN: usize = 20;
 const IPPROTO_TCP: u8 = 6;
@@ -23,6 +23,19 @@ pub mod tcp_flags {
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
     pub const CWR: u8 = 0x80;
+}
+
+/// Where the network header of an Ethernet `frame` (one VLAN tag at most)
+/// starts, and its ethertype.
+pub(super) fn link_header(frame: &[u8]) -> Result<(usize, u16)> {
+    if frame.len() < ETH_HLEN {
+        return Err(Error::Packet("shorter than an Ethernet header"));
+    }
+    match get16(frame, 12) {
+        ETH_P_8021Q if frame.len() >= VLAN_HLEN => Ok((VLAN_HLEN, get16(frame, 16))),
+        ETH_P_8021Q => Err(Error::Packet("truncated VLAN tag")),
+        t => Ok((ETH_HLEN, t)),
+    }
 }
 
 /// Offsets of a TCP frame's headers: Ethernet (one VLAN tag at most), IPv4
@@ -44,14 +57,7 @@ impl TcpLayout {
     /// module handles. The IP length fields are not looked at.
     pub fn parse(frame: &[u8]) -> Result<TcpLayout> {
         let bad = |why| Err(Error::Packet(why));
-        if frame.len() < ETH_HLEN {
-            return bad("shorter than an Ethernet header");
-        }
-        let (l3, ethertype) = match get16(frame, 12) {
-            ETH_P_8021Q if frame.len() >= VLAN_HLEN => (VLAN_HLEN, get16(frame, 16)),
-            ETH_P_8021Q => return bad("truncated VLAN tag"),
-            t => (ETH_HLEN, t),
-        };
+        let (l3, ethertype) = link_header(frame)?;
         let (ipv4, l4) = match ethertype {
             ETH_P_IPV4 => {
                 if frame.len() < l3 + IPV4_HLEN {
@@ -142,6 +148,17 @@ impl TcpLayout {
         };
         let words = frame.get(addrs).map_or(0, |a| add_words(0, a));
         words + u64::from(IPPROTO_TCP) + tcp_len as u64
+    }
+
+    /// Stores the TCP checksum computed from scratch over the pseudo-header
+    /// and everything from the TCP header to the end of `frame`.
+    pub fn fix_tcp_csum(&self, frame: &mut [u8]) {
+        super::put16(frame, self.tcp_csum(), 0);
+        let Some(tcp) = frame.get(self.l4..) else {
+            return;
+        };
+        let sum = self.pseudo_sum(frame, tcp.len()) + add_words(0, tcp);
+        super::put16(frame, self.tcp_csum(), !super::fold(sum));
     }
 
     /// Stores the IPv4 header checksum computed from scratch (nothing for

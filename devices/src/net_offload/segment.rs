@@ -14,7 +14,7 @@
 //! offered (libslirp, a BSD stack, does).
 
 use super::layout::tcp_flags::{CWR, FIN, PSH};
-use super::{add_words, fold, get16, put16, Error, Result, TcpLayout, VnetHdr};
+use super::{get16, put16, Error, Result, TcpLayout, VnetHdr};
 use crate::virtio::net::MAX_FRAME;
 
 /// How a GSO frame splits.
@@ -117,9 +117,7 @@ impl Segments {
         if k > 0 {
             out[l.flags()] &= !CWR;
         }
-        put16(out, l.tcp_csum(), 0);
-        let sum = l.pseudo_sum(out, len - l.l4) + add_words(0, &out[l.l4..]);
-        put16(out, l.tcp_csum(), !fold(sum));
+        l.fix_tcp_csum(out);
         Ok(())
     }
 
@@ -139,9 +137,7 @@ impl Segments {
         };
         put16(frame, l.ip_len_at(), ip_len);
         l.fix_ipv4_csum(frame);
-        put16(frame, l.tcp_csum(), 0);
-        let sum = l.pseudo_sum(frame, self.len - l.l4) + add_words(0, &frame[l.l4..]);
-        put16(frame, l.tcp_csum(), !fold(sum));
+        l.fix_tcp_csum(frame);
         Ok(())
     }
 }
