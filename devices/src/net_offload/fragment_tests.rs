@@ -1,7 +1,7 @@
 //! IPv4 fragmentation: fragments checked field by field against the
 //! packet, every header checksum with an independent sum; hostile frames.
 
-use super::tests::rfc1071;
+use super::tests::{rfc1071, rng};
 use super::*;
 
 const MF: u16 = 0x2000;
@@ -178,14 +178,6 @@ fn bad_frames_are_refused() {
     let mut out = Vec::new();
     assert!(f.build(&good, 3, &mut out).is_err());
     assert!(f.build(&good[..100], 0, &mut out).is_err());
-}
-
-/// A tiny deterministic generator (xorshift).
-fn rng(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
 }
 
 #[test]

@@ -649,7 +649,7 @@ fn hostile_headers_are_refused() {
 }
 
 /// A tiny deterministic generator (xorshift).
-fn rng(seed: &mut u64) -> u64 {
+pub(crate) fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
