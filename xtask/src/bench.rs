@@ -40,9 +40,13 @@ struct Runs {
 
 /// The outcome of one case.
 pub(crate) enum Outcome {
-    Skipped,
+    /// Not measured, and why.
+    Skipped(&'static str),
     Failed(Vec<(&'static str, String)>),
-    Measured { moatvm: Vec<f64>, qemu: Vec<f64> },
+    Measured {
+        moatvm: Vec<f64>,
+        qemu: Vec<f64>,
+    },
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -58,9 +62,10 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("no bench case matches {:?}", opts.filter);
     }
     let runs = if opts.quick { 3 } else { 5 };
+    let left_out = |c: &Case| opts.quick && opts.filter.is_none() && c.full_only;
     let measured: Vec<&str> = cases
         .iter()
-        .filter(|c| c.probe.is_some())
+        .filter(|c| c.probe.is_some() && !left_out(c))
         .map(|c| c.name)
         .collect();
     let mut by_case: HashMap<String, Runs> = HashMap::new();
@@ -127,7 +132,14 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let results: Vec<(&Case, Outcome)> = cases
         .iter()
-        .map(|case| (*case, outcome(case, by_case.remove(case.name), runs)))
+        .map(|case| {
+            let outcome = if left_out(case) {
+                Outcome::Skipped(FULL_ONLY)
+            } else {
+                outcome(case, by_case.remove(case.name), runs)
+            };
+            (*case, outcome)
+        })
         .collect();
     println!("{}", header());
     for (case, outcome) in &results {
@@ -174,9 +186,13 @@ fn parse_runs(tsv: &str) -> HashMap<String, Runs> {
     by_case
 }
 
+/// Why a case is skipped.
+pub(crate) const NOT_IMPLEMENTED: &str = "not implemented yet";
+pub(crate) const FULL_ONLY: &str = "full run only (not --quick)";
+
 fn outcome(case: &Case, runs: Option<Runs>, want: usize) -> Outcome {
     if case.probe.is_none() {
-        return Outcome::Skipped;
+        return Outcome::Skipped(NOT_IMPLEMENTED);
     }
     let mut runs = runs.unwrap_or_default();
     let mut errors = Vec::new();
@@ -241,7 +257,7 @@ fn reason(error: &str) -> String {
 
 fn line(case: &Case, outcome: &Outcome, runs: usize) -> String {
     match outcome {
-        Outcome::Skipped => format!("BENCH {} skipped reason=not implemented yet", case.name),
+        Outcome::Skipped(why) => format!("BENCH {} skipped reason={why}", case.name),
         Outcome::Failed(errors) => {
             let what: Vec<String> = errors
                 .iter()
@@ -313,7 +329,11 @@ mod tests {
             name: "rtl8139-tx",
             unit: crate::bench_cases::Unit::Mbits,
             probe: None,
+            full_only: false,
         };
-        assert!(matches!(outcome(&unlanded, None, 1), Outcome::Skipped));
+        assert!(matches!(
+            outcome(&unlanded, None, 1),
+            Outcome::Skipped(NOT_IMPLEMENTED)
+        ));
     }
 }

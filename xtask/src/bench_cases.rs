@@ -63,10 +63,26 @@ pub struct Case {
     pub name: &'static str,
     pub unit: Unit,
     pub probe: Option<&'static Probe>,
+    /// Measured by a full run (or a `--filter` naming it), left out of
+    /// `--quick`.
+    pub full_only: bool,
 }
 
 const fn case(name: &'static str, unit: Unit, probe: Option<&'static Probe>) -> Case {
-    Case { name, unit, probe }
+    Case {
+        name,
+        unit,
+        probe,
+        full_only: false,
+    }
+}
+
+/// A case `--quick` leaves out unless `--filter` names it.
+const fn full_only(name: &'static str, unit: Unit, probe: &'static Probe) -> Case {
+    Case {
+        full_only: true,
+        ..case(name, unit, Some(probe))
+    }
 }
 
 const BOOT: Probe = Probe {
@@ -101,8 +117,10 @@ pub const CASES: &[Case] = &[
     case("virtio-tap-rx", Unit::Mbits, Some(&VIRTIO_TAP)),
     case("vhost-tx", Unit::Mbits, Some(&VHOST)),
     case("vhost-rx", Unit::Mbits, Some(&VHOST)),
-    case("vhost-2pairs-tx", Unit::Mbits, Some(&VHOST_2PAIRS)),
-    case("vhost-2pairs-rx", Unit::Mbits, Some(&VHOST_2PAIRS)),
+    // Two vCPUs in L2 are where the emulated SVM of L1 fails most (hangs,
+    // soft lockups), and the quick set does not need them.
+    full_only("vhost-2pairs-tx", Unit::Mbits, &VHOST_2PAIRS),
+    full_only("vhost-2pairs-rx", Unit::Mbits, &VHOST_2PAIRS),
     case("e1000-tx", Unit::Mbits, Some(&E1000)),
     case("e1000-rx", Unit::Mbits, Some(&E1000)),
     case("user-tx", Unit::Mbits, Some(&USER)),

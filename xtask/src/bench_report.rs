@@ -67,16 +67,13 @@ pub fn write(results: &[(&Case, Outcome)], runs: usize, quick: bool, lab: &str) 
             json(better)
         );
         match outcome {
-            Outcome::Skipped => {
+            Outcome::Skipped(why) => {
                 write!(
                     js,
-                    "    {head}, \"status\": \"skipped\", \"reason\": \"not implemented yet\"}}"
+                    "    {head}, \"status\": \"skipped\", \"reason\": {}}}",
+                    json(why)
                 )?;
-                writeln!(
-                    md,
-                    "| {} | {unit} | {better} | – | – | not implemented yet |",
-                    case.name
-                )?;
+                writeln!(md, "| {} | {unit} | {better} | – | – | {why} |", case.name)?;
             }
             Outcome::Failed(errors) => {
                 let list: Vec<String> = errors

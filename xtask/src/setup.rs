@@ -55,7 +55,9 @@ impl Apt {
         cmd::run(
             Command::new("apt-get")
                 .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-q"])
+                // QEMU's recommends (its GTK front end, gstreamer, ffmpeg:
+                // 350 packages) are of no use to the lab and cost minutes.
+                .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(&missing),
         )
         .context("installing the lab's packages (needs root)")
