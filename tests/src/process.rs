@@ -36,13 +36,34 @@ pub struct Running {
     exit: Option<ExitStatus>,
 }
 
+/// Renames the logs at `stdout_log` and `stderr_log`, if there are any, to
+/// the first `LOG.N.*` names not taken.
+fn keep_earlier(log: &Path, stdout_log: &Path, stderr_log: &Path) {
+    if !stdout_log.exists() && !stderr_log.exists() {
+        return;
+    }
+    for n in 1..100 {
+        let (out, err) = (
+            log.with_extension(format!("{n}.serial.log")),
+            log.with_extension(format!("{n}.stderr.log")),
+        );
+        if !out.exists() && !err.exists() {
+            let _ = std::fs::rename(stdout_log, out);
+            let _ = std::fs::rename(stderr_log, err);
+            return;
+        }
+    }
+}
+
 impl Running {
     /// Spawns `cmd` with stdin from /dev/null, stdout copied to
     /// `LOG.serial.log` and stderr to `LOG.stderr.log` (`log` is a path
-    /// prefix).
+    /// prefix). Logs of an earlier process under the same name (a run
+    /// tried again) are kept as `LOG.N.serial.log` and `LOG.N.stderr.log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Running> {
         let stdout_log = log.with_extension("serial.log");
         let stderr_log = log.with_extension("stderr.log");
+        keep_earlier(log, &stdout_log, &stderr_log);
         let stderr = File::create(&stderr_log)
             .with_context(|| format!("creating {}", stderr_log.display()))?;
         let mut copy = File::create(&stdout_log)
@@ -309,5 +330,22 @@ mod tests {
         assert!(p.wait_for_text("x", Duration::from_millis(200)).is_err());
         assert!(p.wait_exit(Duration::from_millis(200)).is_err());
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_second_process_under_the_same_name_keeps_the_first_ones_logs() {
+        let base = log("again");
+        let t = Duration::from_secs(10);
+        for word in ["first", "second", "third"] {
+            let mut p = Running::spawn("sh", sh(&format!("echo {word}")), &base).unwrap();
+            // A line is passed on once it is in the log.
+            p.wait_for_text(word, t).unwrap();
+            p.expect_success(t).unwrap();
+        }
+        let read = |ext: &str| std::fs::read_to_string(base.with_extension(ext)).unwrap();
+        assert_eq!(read("serial.log"), "third\n");
+        assert_eq!(read("1.serial.log"), "first\n");
+        assert_eq!(read("2.serial.log"), "second\n");
+        assert!(base.with_extension("2.stderr.log").exists());
     }
 }

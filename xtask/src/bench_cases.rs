@@ -4,7 +4,8 @@
 //! gives all their figures. Each run of a case is one line in the results
 //! file: `RUN<TAB>case<TAB>vmm<TAB>ok<TAB>value` or `...<TAB>error<TAB>message`.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::bench_proc::{measure_mem, Tasks};
+use anyhow::{ensure, Context, Result};
 use e2e::checks::{
     bridge_with_iperf_server, wait_event, BridgedTap, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP, STEP_TIMEOUT,
 };
@@ -12,7 +13,7 @@ use e2e::env::LabEnv;
 use e2e::guest::Guest;
 use e2e::process::Running;
 use e2e::vmm::Vmm;
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
@@ -410,8 +411,10 @@ fn nics_on_bridge(
     if mem {
         figures.push(("mem", measure_mem(&mut vm, vmm, run)));
     }
+    let mut cpu = Tasks::now();
     for (case, what, dir) in expect {
         let event = wait_event(&mut vm, what, NET_TIMEOUT)?;
+        cpu_line(&mut cpu, case, vmm, run);
         let figure = if what == "ping" {
             (|| {
                 ensure!(event.number("received")? > 0.0, "no ping reply: {event:?}");
@@ -473,8 +476,10 @@ fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
         vm.report()
     );
     let mut figures: Figures = Vec::new();
+    let mut cpu = Tasks::now();
     for (case, dir) in dirs {
         let event = wait_event(&mut vm, "iperf", NET_TIMEOUT)?;
+        cpu_line(&mut cpu, case, vmm, run);
         ensure!(
             event.get("dir") == Some(dir),
             "expected the iperf3 {dir} result, got {event:?}"
@@ -489,165 +494,20 @@ fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
     Ok(figures)
 }
 
+/// Prints where L1's CPU time went since `since` (the step of `case` just
+/// ended), and starts the next interval.
+fn cpu_line(since: &mut Tasks, case: &str, vmm: Vmm, run: usize) {
+    let now = Tasks::now();
+    println!(
+        "{}",
+        now.since(since, &format!("{case} {} run={}", vmm.name(), run + 1))
+    );
+    *since = now;
+}
+
 /// How long the guest idles (a `sleep` step) before its first step when
-/// `mem` is measured, and how long into that the measurement starts.
+/// `mem` is measured.
 const IDLE: Duration = Duration::from_secs(5);
-const SETTLE: Duration = Duration::from_secs(2);
-
-/// `mem`: the VMM's own memory, MiB: the PSS of every process of the VMM
-/// (the launcher and its descendants) once the guest `vm` (512 MiB, one
-/// virtio-net NIC on the bridge) has booted and idles, minus the guest RAM
-/// mappings' share (moatvm: the `moatvm-guest-ram` memfd; QEMU: the mapping
-/// at least as large as the guest's memory). The per-process breakdown is
-/// printed on the first run (`LAB-BENCH-MEM` lines).
-fn measure_mem(vm: &mut Running, vmm: Vmm, run: usize) -> Result<f64> {
-    vm.wait_for("`MOAT action name=sleep` line", STEP_TIMEOUT, |l| {
-        e2e::guest::Event::parse(l)
-            .is_some_and(|e| e.name == "action" && e.get("name") == Some("sleep"))
-    })?;
-    std::thread::sleep(SETTLE);
-    let guest_kib = u64::from(Guest::new().memory_mib) * 1024;
-    let mut pids = vec![vm.pid()];
-    pids.extend(descendants(vm.pid())?);
-    let mut rest_kib = 0;
-    let mut ram_seen = false;
-    let mut breakdown = Vec::new();
-    for &pid in &pids {
-        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps"))
-            .with_context(|| format!("reading /proc/{pid}/smaps"))?;
-        let pss = pss_split(&smaps, |name, size_kib| match vmm {
-            Vmm::Moatvm => name.contains("memfd:moatvm-guest-ram"),
-            Vmm::Qemu => size_kib >= guest_kib,
-        });
-        ram_seen |= pss.ram_mappings > 0;
-        rest_kib += pss.total_kib - pss.ram_kib;
-        let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd: Vec<&str> = cmdline.split('\0').filter(|w| !w.is_empty()).collect();
-        let cmd: String = cmd.join(" ").chars().take(60).collect();
-        breakdown.push(format!(
-            "LAB-BENCH-MEM {} pid={pid} pss_kib={} guest_ram_pss_kib={} guest_ram_mappings={} rest_kib={} cmd={cmd:?}",
-            vmm.name(),
-            pss.total_kib,
-            pss.ram_kib,
-            pss.ram_mappings,
-            pss.total_kib - pss.ram_kib
-        ));
-        let top: Vec<String> = pss
-            .by_name
-            .iter()
-            .take(8)
-            .map(|(n, k)| format!("{k}:{n}"))
-            .collect();
-        breakdown.push(format!("LAB-BENCH-MEM-TOP pid={pid} {}", top.join(" ")));
-    }
-    if run == 0 {
-        for line in &breakdown {
-            println!("{line}");
-        }
-    }
-    if !ram_seen {
-        bail!(
-            "no guest RAM mapping found in {} processes {pids:?}",
-            vmm.name()
-        );
-    }
-    Ok(rest_kib as f64 / 1024.0)
-}
-
-/// Every process below `root` (children by `PPid`, recursively).
-fn descendants(root: u32) -> Result<Vec<u32>> {
-    let mut parents = Vec::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let ppid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == parent && !out.contains(&pid) {
-                out.push(pid);
-                todo.push(pid);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A process's PSS (kB), and the part in guest-RAM mappings.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Pss {
-    total_kib: u64,
-    ram_kib: u64,
-    ram_mappings: usize,
-    /// PSS by mapping name (`[anon]` for unnamed ones), largest first.
-    by_name: Vec<(String, u64)>,
-}
-
-/// Sums `Pss:` over the mappings of a `/proc/PID/smaps`, and separately
-/// over those for which `is_ram(name, size_kib)` holds.
-fn pss_split(smaps: &str, is_ram: impl Fn(&str, u64) -> bool) -> Pss {
-    let mut pss = Pss::default();
-    // The current mapping's name and whether it is guest RAM.
-    let mut name = String::new();
-    let mut ram = false;
-    for line in smaps.lines() {
-        let Some(first) = line.split_whitespace().next() else {
-            continue;
-        };
-        if !first.ends_with(':') {
-            // A mapping's header: `start-end perms offset dev inode [name]`.
-            name = line
-                .split_whitespace()
-                .skip(5)
-                .collect::<Vec<_>>()
-                .join(" ");
-            ram = false;
-            continue;
-        }
-        let kib = || {
-            line.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        match first {
-            "Size:" => {
-                ram = is_ram(&name, kib());
-                pss.ram_mappings += usize::from(ram);
-            }
-            "Pss:" => {
-                pss.total_kib += kib();
-                if ram {
-                    pss.ram_kib += kib();
-                }
-                let key = if name.is_empty() {
-                    "[anon]"
-                } else {
-                    name.as_str()
-                };
-                match pss.by_name.iter_mut().find(|(n, _)| n == key) {
-                    Some((_, sum)) => *sum += kib(),
-                    None => pss.by_name.push((key.to_string(), kib())),
-                }
-            }
-            _ => {}
-        }
-    }
-    pss.by_name.sort_by_key(|e| std::cmp::Reverse(e.1));
-    pss
-}
 
 /// Options of `xtask bench-inner`.
 #[derive(clap::Args)]
@@ -801,37 +661,5 @@ mod tests {
             (second.guest_ip.as_str(), second.host_ip.as_str()),
             ("10.0.1.2/24", "10.0.1.1")
         );
-    }
-
-    #[test]
-    fn pss_split_separates_the_guest_ram() {
-        let smaps = "\
-55d0c0000000-55d0c0001000 r-xp 00000000 08:01 42 /usr/bin/moatvm
-Size:                  4 kB
-Rss:                   4 kB
-Pss:                   3 kB
-VmFlags: rd ex
-7f0000000000-7f0020000000 rw-s 00000000 00:01 7 /memfd:moatvm-guest-ram (deleted)
-Size:             524288 kB
-Pss:               90000 kB
-7f0030000000-7f0030021000 rw-p 00000000 00:00 0
-Size:                132 kB
-Pss:                  20 kB
-";
-        let pss = pss_split(smaps, |name, _| name.contains("memfd:moatvm-guest-ram"));
-        assert_eq!(
-            (pss.total_kib, pss.ram_kib, pss.ram_mappings),
-            (90023, 90000, 1)
-        );
-        assert_eq!(
-            pss.by_name,
-            [
-                ("/memfd:moatvm-guest-ram (deleted)".to_string(), 90000),
-                ("[anon]".to_string(), 20),
-                ("/usr/bin/moatvm".to_string(), 3)
-            ]
-        );
-        let by_size = pss_split(smaps, |_, size| size >= 512 * 1024);
-        assert_eq!(by_size.ram_kib, 90000);
     }
 }

@@ -14,6 +14,7 @@
 mod artifacts;
 mod bench;
 mod bench_cases;
+mod bench_proc;
 mod bench_report;
 mod cmd;
 mod cpio;
