@@ -57,6 +57,9 @@ impl Vmm {
                     .args(["-smp", &guest.cpus.to_string()])
                     .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
                     .args(["-no-reboot", "-nic", "none"])
+                    // Threads named for what they run (`CPU 0/KVM`), as
+                    // the bench's CPU accounting shows them.
+                    .args(["-name", "moat,debug-threads=on"])
                     .arg("-kernel")
                     .arg(&env.kernel)
                     .arg("-initrd")
