@@ -227,7 +227,7 @@ pub struct SlirpStats {
     /// Guest messages dropped: a virtio-net header or GSO frame that cannot
     /// be used as it says.
     pub bad_headers: u64,
-    /// GSO frames from the guest, cut into segments.
+    /// GSO frames from the guest.
     pub gso_from_guest: u64,
     /// Guest frames dropped: shorter than an Ethernet header.
     pub runts: u64,

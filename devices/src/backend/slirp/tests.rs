@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Instant;
 
 use super::*;
@@ -489,9 +489,173 @@ fn tcp_frame(
     eth(SLIRP_MAC, 0x0800, &ip)
 }
 
-/// A TCP segment's (sequence number, flags, payload) if `f` is one to
-/// the guest's port `port`.
-fn tcp_to(f: &[u8], port: u16) -> Option<(u32, u8, &[u8])> {
+/// A listener on `addr` (port 0: any), not blocking, and its port.
+fn listen(addr: &str) -> (TcpListener, u16) {
+    let listener = TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Turns slirp until the host's `listener` has a connection, and takes it.
+fn accept_on_host(g: &mut Guest, listener: &TcpListener) -> TcpStream {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        g.turn(|_, _| {});
+        if let Ok((s, _)) = listener.accept() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no connection on the host");
+    }
+}
+
+/// A TCP segment's (sequence number, ACK number, flags, payload).
+type Segment<'f> = (u32, u32, u8, &'f [u8]);
+/// Reads a frame to the guest's port as a [`Segment`], its checksums
+/// checked; None for any other frame.
+type ToGuest = dyn for<'f> Fn(&'f [u8]) -> Option<Segment<'f>>;
+/// Makes a segment from the guest: (seq, ack, flags, payload, partial
+/// checksum), as `tcp_frame`.
+type FromGuest = dyn Fn(u32, u32, u8, &[u8], bool) -> Vec<u8>;
+
+/// A TCP flow as the test guest sees it: which frames are its segments,
+/// and how it makes its own.
+struct GuestTcp<'a> {
+    to_guest: &'a ToGuest,
+    from_guest: &'a FromGuest,
+    /// The guest's MSS, the GSO type its GSO frames have.
+    mss: u16,
+    gso_type: u8,
+}
+
+impl GuestTcp<'_> {
+    /// The handshake, `down` bytes from the host to the guest, then `up`
+    /// bytes the other way in one GSO frame.
+    fn both_ways(&self, g: &mut Guest, listener: &TcpListener, isn: u32, down: u32, up: u32) {
+        let (mut host, next) = self.connect(g, listener, isn);
+        let data: Vec<u8> = (0..down).map(|i| (i * 31 % 251) as u8).collect();
+        let next = self.receive(g, &host, &data, isn + 1, next);
+        let payload: Vec<u8> = (0..up).map(|i| (i * 7 % 253) as u8).collect();
+        self.send_gso(g, &mut host, &payload, isn + 1, next);
+    }
+
+    /// The handshake from the guest's side with initial sequence number
+    /// `isn`; the host's connection, and the sequence number it goes on
+    /// from.
+    fn connect(&self, g: &mut Guest, listener: &TcpListener, isn: u32) -> (TcpStream, u32) {
+        g.send(&(self.from_guest)(isn, 0, SYN, &[], false));
+        let synack = g.until(|f| (self.to_guest)(f).is_some_and(|t| t.2 == SYN | ACK));
+        let next = (self.to_guest)(&synack).unwrap().0.wrapping_add(1);
+        g.send(&(self.from_guest)(isn + 1, next, ACK, &[], false));
+        (accept_on_host(g, listener), next)
+    }
+
+    /// `data` written on the host's end arrives in order, GSO frames cut
+    /// back into segments no longer than the guest's MSS; the guest ACKs
+    /// as it goes (its sequence number `seq`). Returns the sequence number
+    /// after the data (`next` is the one before).
+    fn receive(
+        &self,
+        g: &mut Guest,
+        host: &TcpStream,
+        data: &[u8],
+        seq: u32,
+        mut next: u32,
+    ) -> u32 {
+        let writer = {
+            let (data, mut host) = (data.to_vec(), host.try_clone().unwrap());
+            std::thread::spawn(move || host.write_all(&data).unwrap())
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        let mut seg = Vec::new();
+        while got.len() < data.len() {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} bytes",
+                got.len(),
+                data.len()
+            );
+            let before = got.len();
+            g.turn(|hdr, f| {
+                let mut wire = vec![f.to_vec()];
+                if hdr.is_gso() {
+                    assert_eq!(hdr.gso_type, self.gso_type);
+                    let split = Segments::new(hdr, f).unwrap();
+                    wire = (0..split.count())
+                        .map(|k| {
+                            split.build(f, k, &mut seg).unwrap();
+                            seg.clone()
+                        })
+                        .collect();
+                }
+                for w in &wire {
+                    if let Some((s, _, _, payload)) = (self.to_guest)(w) {
+                        // libslirp's segments are longer; the guest's are
+                        // the MSS it asked for.
+                        assert!(payload.len() <= usize::from(self.mss), "{}", payload.len());
+                        if s == next {
+                            got.extend_from_slice(payload);
+                            next = next.wrapping_add(payload.len() as u32);
+                        }
+                    }
+                }
+            });
+            if got.len() > before {
+                g.send(&(self.from_guest)(seq, next, ACK, &[], false));
+            }
+        }
+        writer.join().unwrap();
+        assert!(got == data);
+        assert!(g.slirp.stats().gso_to_guest > 0, "{:?}", g.slirp.stats());
+        next
+    }
+
+    /// `payload` sent as one GSO frame (sequence number `seq`, ACKing
+    /// `ack`) arrives on the host, and libslirp, which took it whole (it
+    /// checks every checksum), ACKs it once.
+    fn send_gso(&self, g: &mut Guest, host: &mut TcpStream, payload: &[u8], seq: u32, ack: u32) {
+        let frame = (self.from_guest)(seq, ack, ACK | PSH, payload, true);
+        let layout = crate::net_offload::TcpLayout::parse(&frame).unwrap();
+        let hdr = VnetHdr::tcp_gso(&layout, self.mss - 12);
+        g.chan.send_frame(&hdr, &frame).unwrap();
+        host.set_nonblocking(true).unwrap();
+        // The ACKs libslirp sends, as bytes acknowledged of the frame.
+        let acked = |f: &[u8]| {
+            let (_, a, flags, body) = (self.to_guest)(f)?;
+            let n = a.wrapping_sub(seq);
+            (flags == ACK && body.is_empty() && n > 0 && n < 1 << 30).then_some(n)
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let mut received = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut acks = Vec::new();
+        while received.len() < payload.len() || acks.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} bytes on the host, ACKs {acks:?}",
+                received.len()
+            );
+            g.turn(|_, f| acks.extend(acked(f)));
+            if let Ok(n) = host.read(&mut buf) {
+                received.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert!(received == payload);
+        // Taken whole: one ACK for all of it, not one per segment.
+        assert_eq!(acks, [payload.len() as u32]);
+        let stats = g.slirp.stats();
+        assert_eq!(
+            (stats.gso_from_guest, stats.bad_headers),
+            (1, 0),
+            "{stats:?}"
+        );
+    }
+}
+
+/// A TCP segment's (sequence number, ACK number, flags, payload) if `f`
+/// is an IPv4 one to the guest's port `port`; checks its checksums.
+fn tcp_to(f: &[u8], port: u16) -> Option<Segment<'_>> {
     if f.len() < 54 || f[12..14] != [8, 0] || f[23] != 6 {
         return None;
     }
@@ -500,129 +664,31 @@ fn tcp_to(f: &[u8], port: u16) -> Option<(u32, u8, &[u8])> {
     if u16::from_be_bytes([t[2], t[3]]) != port {
         return None;
     }
-    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-    Some((seq, t[13], &t[usize::from(t[12] >> 4) * 4..]))
-}
-
-/// The bytes after `from` that `f` acknowledges if it is a pure ACK to the
-/// guest's port `port` that acknowledges any.
-fn data_acked(f: &[u8], port: u16, from: u32) -> Option<u32> {
-    let (_, flags, payload) = tcp_to(f, port)?;
-    let l4 = 14 + usize::from(f[14] & 15) * 4;
-    let ack = u32::from_be_bytes(f.get(l4 + 8..l4 + 12)?.try_into().ok()?);
-    let n = ack.wrapping_sub(from);
-    (flags == ACK && payload.is_empty() && n > 0 && n < 1 << 30).then_some(n)
+    assert_checksums(f, "to the guest");
+    let word = |at: usize| u32::from_be_bytes(t[at..at + 4].try_into().unwrap());
+    Some((word(4), word(8), t[13], &t[usize::from(t[12] >> 4) * 4..]))
 }
 
 /// A guest's TCP connection through libslirp to a listener on the host:
 /// what the host sends comes in coalesced GSO frames that segment back
 /// into right wire frames; what the guest sends in one GSO frame libslirp
-/// takes as one segment (it checks every checksum) and ACKs once.
+/// takes as one segment and ACKs once.
 #[test]
 fn tcp_both_ways_with_offloads() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, port) = listen("127.0.0.1:0");
     let ports = (40000, port);
     let mut g = Guest::new(Config::default());
     g.send(&arp_request(HOST));
     g.until(|f| f[12..14] == [8, 6]);
-
-    let isn = 1000u32;
-    g.send(&tcp_frame(ports, isn, 0, SYN, &[], false));
-    let synack = g.until(|f| tcp_to(f, ports.0).is_some_and(|t| t.1 == SYN | ACK));
-    let mut next = tcp_to(&synack, ports.0).unwrap().0.wrapping_add(1);
-    g.send(&tcp_frame(ports, isn + 1, next, ACK, &[], false));
-    let deadline = Instant::now() + DEADLINE;
-    let mut host = loop {
-        g.turn(|_, _| {});
-        if let Ok((s, _)) = listener.accept() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no connection on the host");
+    let tcp = GuestTcp {
+        to_guest: &move |f| tcp_to(f, ports.0),
+        from_guest: &move |seq, ack, flags, payload, partial| {
+            tcp_frame(ports, seq, ack, flags, payload, partial)
+        },
+        mss: 1460,
+        gso_type: GSO_TCPV4,
     };
-
-    // Host to guest.
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
-    let writer = {
-        let (data, mut host) = (data.clone(), host.try_clone().unwrap());
-        std::thread::spawn(move || host.write_all(&data).unwrap())
-    };
-    let mut got = Vec::new();
-    let mut seg = Vec::new();
-    while got.len() < data.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} bytes",
-            got.len(),
-            data.len()
-        );
-        let before = got.len();
-        g.turn(|hdr, f| {
-            let mut wire = vec![f.to_vec()];
-            if hdr.is_gso() {
-                let split = Segments::new(hdr, f).unwrap();
-                wire = (0..split.count())
-                    .map(|k| {
-                        split.build(f, k, &mut seg).unwrap();
-                        seg.clone()
-                    })
-                    .collect();
-            }
-            for w in &wire {
-                if let Some((seq, _, payload)) = tcp_to(w, ports.0) {
-                    assert_checksums(w, "to the guest");
-                    // libslirp's segments are longer; the guest's are
-                    // the MSS it asked for.
-                    assert!(payload.len() <= 1460, "{}", payload.len());
-                    if seq == next {
-                        got.extend_from_slice(payload);
-                        next = next.wrapping_add(payload.len() as u32);
-                    }
-                }
-            }
-        });
-        if got.len() > before {
-            g.send(&tcp_frame(ports, isn + 1, next, ACK, &[], false));
-        }
-    }
-    writer.join().unwrap();
-    assert!(got == data);
-    assert!(g.slirp.stats().gso_to_guest > 0, "{:?}", g.slirp.stats());
-
-    // Guest to host: one GSO frame.
-    let payload: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 253) as u8).collect();
-    let frame = tcp_frame(ports, isn + 1, next, ACK | PSH, &payload, true);
-    let layout = crate::net_offload::TcpLayout::parse(&frame).unwrap();
-    let hdr = VnetHdr::tcp_gso(&layout, 1448);
-    g.chan.send_frame(&hdr, &frame).unwrap();
-    host.set_nonblocking(true).unwrap();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 65536];
-    // The ACKs libslirp sends, as bytes acknowledged of the GSO frame.
-    let mut acks = Vec::new();
-    while received.len() < payload.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} bytes on the host",
-            received.len()
-        );
-        g.turn(|_, f| acks.extend(data_acked(f, ports.0, isn + 1)));
-        if let Ok(n) = host.read(&mut buf) {
-            received.extend_from_slice(&buf[..n]);
-        }
-    }
-    assert!(received == payload);
-    // Taken whole: one ACK for all of it, not one per 1448 bytes.
-    while acks.is_empty() {
-        assert!(Instant::now() < deadline, "no ACK");
-        g.turn(|_, f| acks.extend(data_acked(f, ports.0, isn + 1)));
-    }
-    assert_eq!(acks, [payload.len() as u32]);
-    let stats = g.slirp.stats();
-    assert_eq!(
-        (stats.gso_from_guest, stats.bad_headers),
-        (1, 0),
-        "{stats:?}"
-    );
+    tcp.both_ways(&mut g, &listener, 1000, 300_000, 30_000);
 }
+
+mod ipv6;
