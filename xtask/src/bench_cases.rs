@@ -119,7 +119,7 @@ pub const CASES: &[Case] = &[
     case("vhost-tx", Unit::Mbits, Some(&VHOST)),
     case("vhost-rx", Unit::Mbits, Some(&VHOST)),
     // Two vCPUs in L2 are where the emulated SVM of L1 fails most (hangs,
-    // soft lockups), and the quick set does not need them.
+    // soft lockups): a quick run leaves them out.
     full_only("vhost-2pairs-tx", Unit::Mbits, &VHOST_2PAIRS),
     full_only("vhost-2pairs-rx", Unit::Mbits, &VHOST_2PAIRS),
     case("e1000-tx", Unit::Mbits, Some(&E1000)),
