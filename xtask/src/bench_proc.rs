@@ -79,10 +79,7 @@ pub fn measure_mem(vm: &mut Running, vmm: Vmm, run: usize) -> Result<f64> {
 /// Every process below `root` (children by `PPid`, recursively).
 fn descendants(root: u32) -> Result<Vec<u32>> {
     let mut parents = Vec::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+    for pid in numeric_entries("/proc")? {
         let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
@@ -194,8 +191,9 @@ pub struct Tasks {
 impl Tasks {
     pub fn now() -> Tasks {
         let mut by_tid = HashMap::new();
-        for pid in numeric_entries("/proc") {
-            for tid in numeric_entries(&format!("/proc/{pid}/task")) {
+        for pid in numeric_entries("/proc").unwrap_or_default() {
+            // A process gone meanwhile has no tasks left to read.
+            for tid in numeric_entries(&format!("/proc/{pid}/task")).unwrap_or_default() {
                 let dir = format!("/proc/{pid}/task/{tid}");
                 let (Ok(stat), Ok(sched)) = (
                     fs::read_to_string(format!("{dir}/stat")),
@@ -221,7 +219,8 @@ impl Tasks {
     /// longest, summed by name: `name:run_ms/wait_ms/slices`.
     pub fn since(&self, earlier: &Tasks, what: &str) -> String {
         let secs = self.at.duration_since(earlier.at).as_secs_f64();
-        let mut by_name: Vec<(String, Task)> = Vec::new();
+        // The interval's counters, summed by thread name.
+        let mut by_name: Vec<Task> = Vec::new();
         for (tid, now) in &self.by_tid {
             let before = earlier.by_tid.get(tid).filter(|b| b.name == now.name);
             let (run, wait, slices) = match before {
@@ -232,32 +231,29 @@ impl Tasks {
                 ),
                 None => (now.run_ns, now.wait_ns, now.slices),
             };
-            match by_name.iter_mut().find(|(n, _)| *n == now.name) {
-                Some((_, t)) => {
+            match by_name.iter_mut().find(|t| t.name == now.name) {
+                Some(t) => {
                     t.run_ns += run;
                     t.wait_ns += wait;
                     t.slices += slices;
                 }
-                None => by_name.push((
-                    now.name.clone(),
-                    Task {
-                        name: now.name.clone(),
-                        run_ns: run,
-                        wait_ns: wait,
-                        slices,
-                    },
-                )),
+                None => by_name.push(Task {
+                    name: now.name.clone(),
+                    run_ns: run,
+                    wait_ns: wait,
+                    slices,
+                }),
             }
         }
-        by_name.sort_by_key(|(_, t)| std::cmp::Reverse(t.run_ns));
+        by_name.sort_by_key(|t| std::cmp::Reverse(t.run_ns));
         let top: Vec<String> = by_name
             .iter()
             .take(TOP)
-            .filter(|(_, t)| t.run_ns > 0)
-            .map(|(n, t)| {
+            .filter(|t| t.run_ns > 0)
+            .map(|t| {
                 format!(
                     "{}:{}/{}/{}",
-                    n.replace(' ', "_"),
+                    t.name.replace(' ', "_"),
                     t.run_ns / 1_000_000,
                     t.wait_ns / 1_000_000,
                     t.slices
@@ -279,13 +275,14 @@ impl Tasks {
 const TOP: usize = 10;
 
 /// The entries of `dir` whose names are numbers (pids, tids).
-fn numeric_entries(dir: &str) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+fn numeric_entries(dir: &str) -> std::io::Result<Vec<u32>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Ok(n) = entry?.file_name().to_string_lossy().parse() {
+            numbers.push(n);
+        }
+    }
+    Ok(numbers)
 }
 
 /// A thread from its `stat` (for the name: between the first `(` and the
@@ -411,6 +408,21 @@ Pss:                  20 kB
         assert!(
             line.ends_with(" top=vcpu0:1000/0/0,iperf3:500/1/10"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn every_thread_is_read_this_one_included() {
+        let tasks = Tasks::now();
+        // `/proc/thread-self` links to `PID/task/TID`.
+        let link = fs::read_link("/proc/thread-self").unwrap();
+        let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let me = tasks.by_tid.get(&tid).expect("this thread is among L1's");
+        assert!(me.run_ns > 0 && me.slices > 0, "{me:?}");
+        assert!(
+            tasks.cpu_ticks.1 > tasks.cpu_ticks.0,
+            "{:?}",
+            tasks.cpu_ticks
         );
     }
 }
