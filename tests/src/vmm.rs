@@ -129,13 +129,23 @@ impl Vmm {
     }
 
     /// Options that give the VM one NIC `model` with `mac` on user-mode
-    /// networking (QEMU's `-nic user` shorthand, spelled alike by both).
+    /// networking: a `user` netdev and the NIC on it, spelled alike by
+    /// both. Not QEMU's `-nic user,model=` shorthand: QEMU 7.2 (Debian 12)
+    /// creates that NIC with no MSI-X vectors, so its virtio-net falls back
+    /// to a shared INTx line (the guest's /proc/interrupts shows
+    /// `IO-APIC ... virtio0`, and every interrupt costs an ISR read), which
+    /// is not the device a QEMU user configures with `-device`.
     pub fn user_args(self, model: &str, mac: &str) -> Vec<String> {
-        let flag = match self {
-            Vmm::Moatvm => "--nic",
-            Vmm::Qemu => "-nic",
+        let dash = match self {
+            Vmm::Moatvm => "--",
+            Vmm::Qemu => "-",
         };
-        vec![flag.into(), format!("user,model={model},mac={mac}")]
+        vec![
+            format!("{dash}netdev"),
+            "user,id=u0".into(),
+            format!("{dash}device"),
+            format!("{model},netdev=u0,mac={mac}"),
+        ]
     }
 
     /// Boots `guest`; logs go to `OUT/<log>.serial.log` and `.stderr.log`.

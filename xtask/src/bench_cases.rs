@@ -4,7 +4,7 @@
 //! gives all their figures. Each run of a case is one line in the results
 //! file: `RUN<TAB>case<TAB>vmm<TAB>ok<TAB>value` or `...<TAB>error<TAB>message`.
 
-use crate::bench_proc::{measure_mem, Tasks};
+use crate::bench_proc::{measure_mem, mount_debugfs, Tasks};
 use anyhow::{ensure, Context, Result};
 use e2e::checks::{
     bridge_with_iperf_server, wait_event, BridgedTap, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP, STEP_TIMEOUT,
@@ -446,7 +446,8 @@ fn nics_on_bridge(
 /// `user-tx`, `user-rx`: a virtio-net-pci guest on user-mode networking
 /// (DHCP), iperf3 to and from a server on L1's loopback through the gateway
 /// 10.0.2.2, [`IPERF_SECS`] s each way (receiver's Mbit/s). moatvm: its
-/// libslirp backend process; QEMU: its built-in `-nic user`.
+/// libslirp backend process; QEMU: its built-in one (`-netdev user`, see
+/// [`Vmm::user_args`]).
 fn user(env: &LabEnv, vmm: Vmm, run: usize, cases: &[&str]) -> Result<Figures> {
     e2e::checks::loopback_iperf_server()?;
     let port = e2e::checks::LOOPBACK_IPERF_PORT;
@@ -551,6 +552,7 @@ const RUN_RETRIES: usize = 2;
 /// try is not run again for that probe's cases.
 pub fn inner(opts: &InnerOptions) -> Result<()> {
     let env = LabEnv::from_env()?;
+    mount_debugfs();
     let mut results = OpenOptions::new()
         .create(true)
         .append(true)

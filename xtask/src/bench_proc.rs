@@ -186,6 +186,9 @@ pub struct Tasks {
     by_tid: HashMap<u32, Task>,
     /// (busy, all) clock ticks over every CPU, from `/proc/stat`.
     cpu_ticks: (u64, u64),
+    /// KVM's counters summed over every VM, [`KVM_COUNTERS`] in order
+    /// (empty without debugfs).
+    kvm: Vec<u64>,
 }
 
 impl Tasks {
@@ -211,6 +214,7 @@ impl Tasks {
             at: Instant::now(),
             by_tid,
             cpu_ticks: cpu_ticks(&stat),
+            kvm: kvm_counters(KVM_STATS),
         }
     }
 
@@ -263,11 +267,66 @@ impl Tasks {
         let busy = self.cpu_ticks.0.saturating_sub(earlier.cpu_ticks.0);
         let all = self.cpu_ticks.1.saturating_sub(earlier.cpu_ticks.1);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        format!(
+        let mut line = format!(
             "LAB-BENCH-CPU {what} secs={secs:.1} l1_busy={:.2}/{cpus} top={}",
             busy as f64 / all.max(1) as f64 * cpus as f64,
             top.join(",")
-        )
+        );
+        if self.kvm.len() == KVM_COUNTERS.len() && earlier.kvm.len() == KVM_COUNTERS.len() {
+            let kvm: Vec<String> = KVM_COUNTERS
+                .iter()
+                .zip(self.kvm.iter().zip(&earlier.kvm))
+                .map(|(name, (now, before))| format!("{name}:{}", now.saturating_sub(*before)))
+                .collect();
+            line += &format!(" kvm={}", kvm.join(","));
+        }
+        line
+    }
+}
+
+/// Where L1's kernel keeps KVM's counters summed over every VM (debugfs,
+/// which [`mount_debugfs`] mounts in L1).
+const KVM_STATS: &str = "/sys/kernel/debug/kvm";
+
+/// The KVM counters a `LAB-BENCH-CPU` line shows: exits of every kind, the
+/// port and MMIO ones (doorbells, device registers), interrupts injected,
+/// HLTs, exits to open an interrupt window, and vCPUs kicked out by a
+/// signal or a request.
+const KVM_COUNTERS: [&str; 8] = [
+    "exits",
+    "io_exits",
+    "mmio_exits",
+    "irq_injections",
+    "halt_exits",
+    "irq_window_exits",
+    "signal_exits",
+    "request_irq_exits",
+];
+
+/// [`KVM_COUNTERS`] read from `dir`; empty when any is missing.
+fn kvm_counters(dir: &str) -> Vec<u64> {
+    KVM_COUNTERS
+        .iter()
+        .map(|name| {
+            fs::read_to_string(format!("{dir}/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect::<Option<Vec<u64>>>()
+        .unwrap_or_default()
+}
+
+/// Mounts debugfs in L1 (as root there) so the CPU lines can show KVM's
+/// counters; without it they show none.
+pub fn mount_debugfs() {
+    if std::path::Path::new(KVM_STATS).exists() {
+        return;
+    }
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "debugfs", "debugfs", "/sys/kernel/debug"])
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        println!("LAB-BENCH no debugfs: the CPU lines leave out KVM's counters");
     }
 }
 
@@ -386,6 +445,7 @@ Pss:                  20 kB
             at,
             by_tid: HashMap::from([(1, task("vcpu0", 100)), (2, task("iperf3", 50))]),
             cpu_ticks: (100, 400),
+            kvm: vec![10, 0, 0, 0, 0, 0, 0, 0],
         };
         let later = Tasks {
             at: at + Duration::from_secs(2),
@@ -396,6 +456,7 @@ Pss:                  20 kB
                 (3, task("iperf3", 200)),
             ]),
             cpu_ticks: (300, 800),
+            kvm: vec![110, 20, 30, 40, 5, 6, 7, 8],
         };
         let line = later.since(&earlier, "user-rx moatvm run=1");
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -406,9 +467,27 @@ Pss:                  20 kB
         );
         assert!(line.contains(&busy), "{line}");
         assert!(
-            line.ends_with(" top=vcpu0:1000/0/0,iperf3:500/1/10"),
+            line.ends_with(
+                " top=vcpu0:1000/0/0,iperf3:500/1/10 kvm=exits:100,io_exits:20,mmio_exits:30,\
+                 irq_injections:40,halt_exits:5,irq_window_exits:6,signal_exits:7,\
+                 request_irq_exits:8"
+            ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn kvm_counters_are_all_or_nothing() {
+        let dir = std::env::temp_dir().join(format!("kvm-counters-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for (i, name) in KVM_COUNTERS.iter().enumerate() {
+            fs::write(dir.join(name), format!("{}\n", i * 3)).unwrap();
+        }
+        let path = dir.to_str().unwrap();
+        assert_eq!(kvm_counters(path), [0, 3, 6, 9, 12, 15, 18, 21]);
+        fs::remove_file(dir.join("halt_exits")).unwrap();
+        assert_eq!(kvm_counters(path), Vec::<u64>::new());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
