@@ -21,6 +21,10 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub const EARLY_RESET_MARKER: &str = "LAB-L2-EARLY-RESET";
 /// Lines of serial output quoted in error messages.
 const TAIL_LINES: usize = 25;
+/// How long a killed process may take to be reaped. A VMM whose vCPU
+/// thread is stuck in L1's kernel (the nested lab's own trouble) may never
+/// die; the test or bench then goes on without it instead of hanging.
+const REAP: Duration = Duration::from_secs(30);
 
 /// A spawned process with its stdout captured line by line.
 pub struct Running {
@@ -160,8 +164,7 @@ impl Running {
         match self.exit {
             Some(status) => Ok(status),
             None => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.kill_and_reap();
                 bail!(
                     "{} did not exit within {timeout:?} (killed)\n{}",
                     self.name,
@@ -279,11 +282,36 @@ impl Running {
     }
 }
 
+impl Running {
+    /// SIGKILL, then waits at most [`REAP`] for the process to go.
+    fn kill_and_reap(&mut self) {
+        let _ = self.child.kill();
+        if !reap(&mut self.child, REAP) {
+            eprintln!(
+                "{} (pid {}) still there {REAP:?} after SIGKILL; left behind",
+                self.name,
+                self.child.id()
+            );
+        }
+    }
+}
+
+/// Waits at most `timeout` for `child` to exit; whether it did.
+fn reap(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if Instant::now() >= deadline => return false,
+            Ok(None) => thread::sleep(TICK),
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill_and_reap();
         }
     }
 }
@@ -300,6 +328,16 @@ mod tests {
 
     fn log(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("e2e-process-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn reaping_gives_up_at_its_deadline() {
+        let mut child = sh("sleep 30").spawn().unwrap();
+        let start = Instant::now();
+        assert!(!reap(&mut child, Duration::from_millis(100)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        child.kill().unwrap();
+        assert!(reap(&mut child, Duration::from_secs(10)));
     }
 
     #[test]
