@@ -38,6 +38,8 @@ pub struct Running {
     stdout_log: PathBuf,
     stderr_log: PathBuf,
     exit: Option<ExitStatus>,
+    /// SIGKILL was sent and the process reaped or given up on.
+    killed: bool,
 }
 
 /// Renames the logs at `stdout_log` and `stderr_log`, if there are any, to
@@ -105,6 +107,7 @@ impl Running {
             stdout_log,
             stderr_log,
             exit: None,
+            killed: false,
         })
     }
 
@@ -283,8 +286,13 @@ impl Running {
 }
 
 impl Running {
-    /// SIGKILL, then waits at most [`REAP`] for the process to go.
+    /// SIGKILL, then waits at most [`REAP`] for the process to go; once
+    /// only (a process left behind is not waited for again on drop).
     fn kill_and_reap(&mut self) {
+        if self.killed {
+            return;
+        }
+        self.killed = true;
         let _ = self.child.kill();
         if !reap(&mut self.child, REAP) {
             eprintln!(

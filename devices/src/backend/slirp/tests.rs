@@ -665,8 +665,13 @@ fn tcp_to(f: &[u8], port: u16) -> Option<Segment<'_>> {
         return None;
     }
     assert_checksums(f, "to the guest");
+    Some(segment(t))
+}
+
+/// The (sequence number, ACK number, flags, payload) of TCP segment `t`.
+fn segment(t: &[u8]) -> Segment<'_> {
     let word = |at: usize| u32::from_be_bytes(t[at..at + 4].try_into().unwrap());
-    Some((word(4), word(8), t[13], &t[usize::from(t[12] >> 4) * 4..]))
+    (word(4), word(8), t[13], &t[usize::from(t[12] >> 4) * 4..])
 }
 
 /// A guest's TCP connection through libslirp to a listener on the host:

@@ -109,8 +109,7 @@ fn tcp6_to(f: &[u8], port: u16) -> Option<Segment<'_>> {
     assert_eq!((src, dst), (&HOST6.octets()[..], &GUEST6.octets()[..]));
     let pseudo = pseudo6(HOST6, GUEST6, TCP, t.len());
     assert_eq!(csum(&[pseudo, t.to_vec()].concat()), 0, "TCP checksum");
-    let word = |at: usize| u32::from_be_bytes(t[at..at + 4].try_into().unwrap());
-    Some((word(4), word(8), t[13], &t[usize::from(t[12] >> 4) * 4..]))
+    Some(segment(t))
 }
 
 #[test]
