@@ -28,7 +28,25 @@ ip link set lo up
 echo "LAB-L1 stage2 uptime=$(cut -d' ' -f1 /proc/uptime)"
 # A heartbeat for the host, which takes an L1 that stops writing it for
 # hung (the host compares contents: L1's clock need not match its own).
-(while :; do cut -d' ' -f1 /proc/uptime > "$out/heartbeat"; sleep 5; done) &
+# Before it kills a job that ran out of time, the host asks (file
+# dump-request) for the tasks blocked in L1's kernel and their stacks
+# (sysrq w), which then go to the console.
+(while :; do
+    cut -d' ' -f1 /proc/uptime > "$out/heartbeat"
+    if [ -e "$out/dump-request" ]; then
+        rm -f "$out/dump-request"
+        echo "LAB-L1 blocked tasks at uptime=$(cut -d' ' -f1 /proc/uptime):"
+        echo w > /proc/sysrq-trigger
+        # Every thread outside the kernel's own, and where it sleeps.
+        for t in /proc/[0-9]*/task/[0-9]*; do
+            read -r stat < "$t/stat" 2>/dev/null || continue
+            set -- ${stat##*) }
+            [ "$2" = 2 ] || [ "$2" = 0 ] && continue
+            echo "LAB-L1 thread ${t#/proc/} $(cat "$t/comm") state=$1 wchan=$(cat "$t/wchan" 2>/dev/null)"
+        done
+    fi
+    sleep 5
+done) &
 sh "$out/cmd.sh"
 status=$?
 echo "$status" > "$out/status"

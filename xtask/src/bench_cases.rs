@@ -553,6 +553,7 @@ const RUN_RETRIES: usize = 2;
 pub fn inner(opts: &InnerOptions) -> Result<()> {
     let env = LabEnv::from_env()?;
     mount_debugfs();
+    crate::exit_cost::report();
     let mut results = OpenOptions::new()
         .create(true)
         .append(true)

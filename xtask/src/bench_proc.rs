@@ -290,9 +290,11 @@ const KVM_STATS: &str = "/sys/kernel/debug/kvm";
 
 /// The KVM counters a `LAB-BENCH-CPU` line shows: exits of every kind, the
 /// port and MMIO ones (doorbells, device registers), interrupts injected,
-/// HLTs, exits to open an interrupt window, and vCPUs kicked out by a
-/// signal or a request.
-const KVM_COUNTERS: [&str; 8] = [
+/// HLTs, exits to open an interrupt window, vCPUs kicked out by a signal
+/// or a request, exits for a host interrupt (a kick to inject one), and
+/// instructions KVM emulated (an MMIO doorbell is one, decoded from guest
+/// memory when the CPU gives no decode assist).
+const KVM_COUNTERS: [&str; 10] = [
     "exits",
     "io_exits",
     "mmio_exits",
@@ -301,6 +303,8 @@ const KVM_COUNTERS: [&str; 8] = [
     "irq_window_exits",
     "signal_exits",
     "request_irq_exits",
+    "irq_exits",
+    "insn_emulation",
 ];
 
 /// [`KVM_COUNTERS`] read from `dir`; empty when any is missing.
@@ -445,7 +449,7 @@ Pss:                  20 kB
             at,
             by_tid: HashMap::from([(1, task("vcpu0", 100)), (2, task("iperf3", 50))]),
             cpu_ticks: (100, 400),
-            kvm: vec![10, 0, 0, 0, 0, 0, 0, 0],
+            kvm: vec![10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         };
         let later = Tasks {
             at: at + Duration::from_secs(2),
@@ -456,7 +460,7 @@ Pss:                  20 kB
                 (3, task("iperf3", 200)),
             ]),
             cpu_ticks: (300, 800),
-            kvm: vec![110, 20, 30, 40, 5, 6, 7, 8],
+            kvm: vec![110, 20, 30, 40, 5, 6, 7, 8, 9, 10],
         };
         let line = later.since(&earlier, "user-rx moatvm run=1");
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -470,7 +474,7 @@ Pss:                  20 kB
             line.ends_with(
                 " top=vcpu0:1000/0/0,iperf3:500/1/10 kvm=exits:100,io_exits:20,mmio_exits:30,\
                  irq_injections:40,halt_exits:5,irq_window_exits:6,signal_exits:7,\
-                 request_irq_exits:8"
+                 request_irq_exits:8,irq_exits:9,insn_emulation:10"
             ),
             "{line}"
         );
@@ -484,7 +488,7 @@ Pss:                  20 kB
             fs::write(dir.join(name), format!("{}\n", i * 3)).unwrap();
         }
         let path = dir.to_str().unwrap();
-        assert_eq!(kvm_counters(path), [0, 3, 6, 9, 12, 15, 18, 21]);
+        assert_eq!(kvm_counters(path), [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]);
         fs::remove_file(dir.join("halt_exits")).unwrap();
         assert_eq!(kvm_counters(path), Vec::<u64>::new());
         fs::remove_dir_all(&dir).unwrap();

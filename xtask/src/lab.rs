@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How often the console and QEMU are looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// How long an L1 out of time gets to print its blocked tasks (its
+/// heartbeat loop looks for the request every 5 s).
+const DUMP_GRACE: Duration = Duration::from_secs(15);
 
 /// What to run in L1.
 pub struct Job {
@@ -232,14 +235,23 @@ pub fn run(image: &LabImage, job: &Job, run: &str) -> Result<Outcome> {
     let mut heartbeat = Heartbeat::new(share.join("heartbeat"));
     let mut timed_out = false;
     let mut hung = false;
+    // When the host asked L1 for its blocked tasks (out of time).
+    let mut asked_dump: Option<Instant> = None;
     loop {
         watch.read()?;
         if child.try_wait()?.is_some() {
             break;
         }
         let fatal = watch.fatal_since.is_some_and(|t| t.elapsed() > FATAL_GRACE);
-        timed_out = start.elapsed() > job.timeout;
         hung = heartbeat.stale();
+        let out_of_time = start.elapsed() > job.timeout;
+        if out_of_time && asked_dump.is_none() && !hung {
+            // Stage 2 still beats: have it show what is stuck before the kill.
+            asked_dump = Some(Instant::now());
+            let _ = fs::write(share.join("dump-request"), "");
+            eprintln!("lab: {run}: out of time; asking L1 for its blocked tasks (sysrq w)");
+        }
+        timed_out = out_of_time && (hung || asked_dump.is_some_and(|t| t.elapsed() > DUMP_GRACE));
         if fatal || timed_out || hung {
             let _ = child.kill();
             let _ = child.wait();

@@ -19,6 +19,7 @@ mod bench_report;
 mod cmd;
 mod cpio;
 mod demo;
+mod exit_cost;
 mod image;
 mod kernel;
 mod lab;
