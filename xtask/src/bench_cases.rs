@@ -10,7 +10,7 @@ use e2e::checks::{
     bridge_with_iperf_server, wait_event, BridgedTap, BOOT_TIMEOUT, BRIDGE, BRIDGE_IP, STEP_TIMEOUT,
 };
 use e2e::env::LabEnv;
-use e2e::guest::Guest;
+use e2e::guest::{Event, Guest};
 use e2e::process::Running;
 use e2e::vmm::Vmm;
 use std::fs::OpenOptions;
@@ -398,8 +398,16 @@ fn nics_on_bridge(
                 ));
                 expect.push((case, "iperf2", dir));
             } else {
+                // The queues' interrupt counts before the first run and
+                // after each, for the `LAB-BENCH-IRQ` lines.
+                if !expect.iter().any(|e| e.1 == "queues") {
+                    steps.push("queues".into());
+                    expect.push(("", "queues", ""));
+                }
                 steps.push(format!("iperf:{host}:{IPERF_SECS}:{dir}"));
                 expect.push((case, "iperf", dir));
+                steps.push("queues".into());
+                expect.push((case, "queues", ""));
             }
         }
     }
@@ -412,8 +420,19 @@ fn nics_on_bridge(
         figures.push(("mem", measure_mem(&mut vm, vmm, run)));
     }
     let mut cpu = Tasks::now();
+    let mut queues: Option<Event> = None;
     for (case, what, dir) in expect {
         let event = wait_event(&mut vm, what, NET_TIMEOUT)?;
+        if what == "queues" {
+            if let Some(line) = queues
+                .as_ref()
+                .and_then(|q| irq_line(case, vmm, run, q, &event))
+            {
+                println!("{line}");
+            }
+            queues = Some(event);
+            continue;
+        }
         cpu_line(&mut cpu, case, vmm, run);
         let figure = if what == "ping" {
             (|| {
@@ -504,6 +523,30 @@ fn cpu_line(since: &mut Tasks, case: &str, vmm: Vmm, run: usize) {
         now.since(since, &format!("{case} {} run={}", vmm.name(), run + 1))
     );
     *since = now;
+}
+
+/// A `LAB-BENCH-IRQ` line: the interrupts each virtio queue took between
+/// two `queues` events (`input.0=N output.0=N`); none when the NIC has no
+/// virtio queues.
+fn irq_line(case: &str, vmm: Vmm, run: usize, before: &Event, after: &Event) -> Option<String> {
+    let counts: Vec<String> = after
+        .fields
+        .iter()
+        .filter(|(key, _)| key.starts_with("input.") || key.starts_with("output."))
+        .map(|(key, _)| {
+            let delta = after.number(key).unwrap_or(0.0) - before.number(key).unwrap_or(0.0);
+            format!("{key}={delta}")
+        })
+        .collect();
+    if counts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "LAB-BENCH-IRQ {case} {} run={} {}",
+        vmm.name(),
+        run + 1,
+        counts.join(" ")
+    ))
 }
 
 /// How long the guest idles (a `sleep` step) before its first step when
@@ -643,6 +686,20 @@ fn error_field(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn irq_lines_give_each_queue_its_interrupts_between_two_looks() {
+        let look = |line: &str| Event::parse(line).unwrap();
+        let before = look("MOAT queues dev=eth0 list=rx-0,tx-0 input.0=789 output.0=1933 ");
+        let after = look("MOAT queues dev=eth0 list=rx-0,tx-0 input.0=1655 output.0=3191 ");
+        assert_eq!(
+            irq_line("virtio-tap-rx", Vmm::Qemu, 1, &before, &after).as_deref(),
+            Some("LAB-BENCH-IRQ virtio-tap-rx qemu run=2 input.0=866 output.0=1258")
+        );
+        // A NIC without virtio queues (e1000) has none to show.
+        let bare = look("MOAT queues dev=eth0 list=rx-0,tx-0");
+        assert_eq!(irq_line("e1000-tx", Vmm::Moatvm, 0, &bare, &bare), None);
+    }
 
     #[test]
     fn each_nic_has_its_own_tap_mac_and_subnet() {
