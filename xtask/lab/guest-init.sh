@@ -20,8 +20,9 @@
 #        | iperf2:HOST:SECS:tx|rx:PORT0:PORT1  (two iperf3 clients at once,
 #                                client i on CPU i (-A i) to PORTi, 4
 #                                streams each: one queue pair per CPU)
-#        | queues                (the interface's queue directories and the
-#                                interrupt count of each virtio queue)
+#        | queues                (the interface's queue directories, the
+#                                interrupt count of each virtio queue, and
+#                                its packet and byte counters)
 #        | reload:NIC            (rmmod the driver, insmod it, configure again)
 #        | fetch:HOST:PORT       (HTTP GET of /moat.txt)
 #        | net:DEV:ADDR/PREFIX   (configure one more interface; `MOAT net`)
@@ -276,7 +277,10 @@ act_queues() {
         sub(/^virtio[0-9]+-/, "", name)
         printf "%s=%d ", name, n
     }' /proc/interrupts)
-    say "queues dev=$dev list=${list%,} $irqs"
+    st=/sys/class/net/$dev/statistics
+    frames="rx_packets=$(cat $st/rx_packets) rx_bytes=$(cat $st/rx_bytes)"
+    frames="$frames tx_packets=$(cat $st/tx_packets) tx_bytes=$(cat $st/tx_bytes)"
+    say "queues dev=$dev list=${list%,} $irqs$frames"
 }
 
 # iperf3 server for one client: says "ready" once the port listens (seen

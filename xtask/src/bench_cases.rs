@@ -399,7 +399,7 @@ fn nics_on_bridge(
                 expect.push((case, "iperf2", dir));
             } else {
                 // The queues' interrupt counts before the first run and
-                // after each, for the `LAB-BENCH-IRQ` lines.
+                // after each, for the `LAB-BENCH-NIC` lines.
                 if !expect.iter().any(|e| e.1 == "queues") {
                     steps.push("queues".into());
                     expect.push(("", "queues", ""));
@@ -426,7 +426,7 @@ fn nics_on_bridge(
         if what == "queues" {
             if let Some(line) = queues
                 .as_ref()
-                .and_then(|q| irq_line(case, vmm, run, q, &event))
+                .and_then(|q| nic_line(case, vmm, run, q, &event))
             {
                 println!("{line}");
             }
@@ -525,27 +525,31 @@ fn cpu_line(since: &mut Tasks, case: &str, vmm: Vmm, run: usize) {
     *since = now;
 }
 
-/// A `LAB-BENCH-IRQ` line: the interrupts each virtio queue took between
-/// two `queues` events (`input.0=N output.0=N`); none when the NIC has no
-/// virtio queues.
-fn irq_line(case: &str, vmm: Vmm, run: usize, before: &Event, after: &Event) -> Option<String> {
-    let counts: Vec<String> = after
+/// A `LAB-BENCH-NIC` line: what the guest's NIC saw between two `queues`
+/// events: the interrupts of each virtio queue (`input.0=N output.0=N`),
+/// and the packets each way with their mean size in bytes (a GSO frame is
+/// one packet); none when the counters are missing.
+fn nic_line(case: &str, vmm: Vmm, run: usize, before: &Event, after: &Event) -> Option<String> {
+    let delta = |key: &str| Some(after.number(key).ok()? - before.number(key).ok()?);
+    let mut fields: Vec<String> = after
         .fields
         .iter()
         .filter(|(key, _)| key.starts_with("input.") || key.starts_with("output."))
-        .map(|(key, _)| {
-            let delta = after.number(key).unwrap_or(0.0) - before.number(key).unwrap_or(0.0);
-            format!("{key}={delta}")
-        })
+        .filter_map(|(key, _)| Some(format!("{key}={}", delta(key)?)))
         .collect();
-    if counts.is_empty() {
-        return None;
+    for dir in ["rx", "tx"] {
+        let packets = delta(&format!("{dir}_packets"))?;
+        let bytes = delta(&format!("{dir}_bytes"))?;
+        let mean = if packets > 0.0 { bytes / packets } else { 0.0 };
+        fields.push(format!(
+            "{dir}_packets={packets} {dir}_mean_bytes={mean:.0}"
+        ));
     }
     Some(format!(
-        "LAB-BENCH-IRQ {case} {} run={} {}",
+        "LAB-BENCH-NIC {case} {} run={} {}",
         vmm.name(),
         run + 1,
-        counts.join(" ")
+        fields.join(" ")
     ))
 }
 
@@ -688,17 +692,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn irq_lines_give_each_queue_its_interrupts_between_two_looks() {
+    fn nic_lines_give_interrupts_and_frames_between_two_looks() {
         let look = |line: &str| Event::parse(line).unwrap();
-        let before = look("MOAT queues dev=eth0 list=rx-0,tx-0 input.0=789 output.0=1933 ");
-        let after = look("MOAT queues dev=eth0 list=rx-0,tx-0 input.0=1655 output.0=3191 ");
-        assert_eq!(
-            irq_line("virtio-tap-rx", Vmm::Qemu, 1, &before, &after).as_deref(),
-            Some("LAB-BENCH-IRQ virtio-tap-rx qemu run=2 input.0=866 output.0=1258")
+        let before = look(
+            "MOAT queues dev=eth0 list=rx-0,tx-0 input.0=789 output.0=1933 \
+             rx_packets=100 rx_bytes=6000 tx_packets=10 tx_bytes=1000",
         );
-        // A NIC without virtio queues (e1000) has none to show.
-        let bare = look("MOAT queues dev=eth0 list=rx-0,tx-0");
-        assert_eq!(irq_line("e1000-tx", Vmm::Moatvm, 0, &bare, &bare), None);
+        let after = look(
+            "MOAT queues dev=eth0 list=rx-0,tx-0 input.0=1655 output.0=3191 \
+             rx_packets=300 rx_bytes=6006000 tx_packets=10 tx_bytes=1000",
+        );
+        assert_eq!(
+            nic_line("virtio-tap-rx", Vmm::Qemu, 1, &before, &after).as_deref(),
+            Some(
+                "LAB-BENCH-NIC virtio-tap-rx qemu run=2 input.0=866 output.0=1258 \
+                 rx_packets=200 rx_mean_bytes=30000 tx_packets=0 tx_mean_bytes=0"
+            )
+        );
+        // An e1000 guest has no virtio queues, only the counters.
+        let e1000 = look("MOAT queues dev=eth0 list=rx-0,tx-0 rx_packets=1 rx_bytes=60 tx_packets=2 tx_bytes=120");
+        assert_eq!(
+            nic_line("e1000-tx", Vmm::Moatvm, 0, &e1000, &e1000).as_deref(),
+            Some("LAB-BENCH-NIC e1000-tx moatvm run=1 rx_packets=0 rx_mean_bytes=0 tx_packets=0 tx_mean_bytes=0")
+        );
+        // An older guest image without them: no line.
+        let bare = look("MOAT queues dev=eth0 list=rx-0,tx-0 input.0=1");
+        assert_eq!(
+            nic_line("virtio-tap-tx", Vmm::Moatvm, 0, &bare, &bare),
+            None
+        );
     }
 
     #[test]
